@@ -1,0 +1,485 @@
+//! The config file: TOML text → validated [`Config`] (pure; every error collected with its key path).
+//!
+//! Invariant: nothing here opens a file other than the config itself or touches the network; connectors are
+//! built from the validated config by `daemon`.
+
+pub mod duration;
+pub mod section;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::constants::{KEY_GROUPS_DEFAULT, KEY_GROUPS_MAX, SHARDS_MAX, SOURCE_IDLE_TIMEOUT_DEFAULT_MS};
+use crate::record::Schema;
+use section::Section;
+
+/// A config error: the key path (`sources.trades.path`) and a sentence saying what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError { key: key.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// All errors found in one config file.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {e}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub runtime: RuntimeConfig,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub sinks: BTreeMap<String, SinkConfig>,
+    pub jobs: Vec<JobConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Shards, one per core.
+    pub cores: usize,
+    /// CPUs the shards are pinned to, one per shard, in shard order.
+    pub cpus: Vec<usize>,
+    pub key_groups: u32,
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub connector: SourceConnector,
+    /// The rows the source produces.
+    pub schema: Schema,
+    /// The `watermark` expression text, checked against the schema by `sql`.
+    pub watermark: Option<String>,
+    pub idle_timeout_ms: u64,
+    /// A sink that receives the bad input of this source, instead of only counting and logging it.
+    pub dead_letter: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceConnector {
+    Nexmark(NexmarkConfig),
+    File(FileSourceConfig),
+}
+
+impl SourceConnector {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceConnector::Nexmark(_) => "nexmark",
+            SourceConnector::File(_) => "file",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NexmarkConfig {
+    /// Bids to generate; `None` = unbounded.
+    pub events: Option<u64>,
+    /// Wall-clock events/s over all splits; 0 = as fast as possible.
+    pub rate: u64,
+    pub event_rate: u64,
+    pub key_space: u64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileSourceConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub name: String,
+    pub connector: SinkConnector,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkConnector {
+    File { path: PathBuf },
+    Stdout,
+    Blackhole,
+}
+
+impl SinkConnector {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkConnector::File { .. } => "file",
+            SinkConnector::Stdout => "stdout",
+            SinkConnector::Blackhole => "blackhole",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: String,
+    pub sql: String,
+    /// Line in the config file where the SQL text starts (1-based), for error positions; 0 if unknown.
+    pub sql_line: usize,
+}
+
+/// The nexmark `bid` table's columns (Flink Nexmark's).
+pub const NEXMARK_BID_SCHEMA: &str =
+    "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, dateTime TIMESTAMP(3), extra VARCHAR";
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigErrors {
+            file: file.to_path_buf(),
+            errors: vec![ConfigError::new("", format!("cannot read the config file: {e}"))],
+        })?;
+        Config::parse(file, &text)
+    }
+
+    /// Validates config text; `file` names it in messages and anchors relative paths.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let fail = |errors| ConfigErrors { file: file.to_path_buf(), errors };
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let at = e.span().map(|s| line_col(text, s.start)).map(|(l, c)| format!("line {l}, column {c}: "));
+            fail(vec![ConfigError::new("", format!("{}not valid TOML: {}", at.unwrap_or_default(), e.message()))])
+        })?;
+        let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut errors = Vec::new();
+        let mut root = Section::new("", &table);
+        let runtime = root.table("runtime").map(|t| t.map(|t| runtime_config(t, &base, &mut errors)));
+        let sources = root
+            .table("sources")
+            .map(|t| t.and_then(|t| named_tables(t, "sources", &mut errors, |s, e| source_config(s, &base, e))));
+        let sinks =
+            root.table("sinks").map(|t| t.and_then(|t| named_tables(t, "sinks", &mut errors, |s, e| sink_config(s, &base, e))));
+        root.allow(&["jobs"]);
+        let jobs = jobs_config(&table, text, &mut errors);
+        errors.extend(root.unknown_keys("the config file"));
+        let (runtime, sources, sinks) = match (runtime, sources, sinks) {
+            (Ok(r), Ok(so), Ok(si)) => (r, so.unwrap_or_default(), si.unwrap_or_default()),
+            (r, so, si) => {
+                errors.extend([r.err(), so.err(), si.err()].into_iter().flatten());
+                return Err(fail(errors));
+            }
+        };
+        let runtime = runtime.unwrap_or_else(|| runtime_config(&toml::Table::new(), &base, &mut errors));
+        if jobs.is_empty() && errors.is_empty() {
+            errors.push(ConfigError::new("jobs", "no job is defined; add a [[jobs]] table with a name and an sql"));
+        }
+        for source in sources.values() {
+            if let Some(dl) = &source.dead_letter {
+                if !sinks.contains_key(dl) {
+                    errors.push(ConfigError::new(
+                        format!("sources.{}.dead_letter", source.name),
+                        format!("names sink `{dl}`, which is not defined under [sinks]"),
+                    ));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(fail(errors));
+        }
+        Ok(Config { file: file.to_path_buf(), runtime, sources, sinks, jobs })
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn named_tables<T>(
+    table: &toml::Table,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+    mut build: impl FnMut(Section<'_>, &mut Vec<ConfigError>) -> Option<T>,
+) -> Option<BTreeMap<String, T>> {
+    let mut out = BTreeMap::new();
+    for (name, value) in table {
+        let path = format!("{what}.{name}");
+        match value {
+            toml::Value::Table(t) => {
+                if let Some(v) = build(Section::new(path, t), errors) {
+                    out.insert(name.clone(), v);
+                }
+            }
+            other => errors.push(ConfigError::new(path, format!("must be a table ([{what}.{name}]), not {}", other.type_str()))),
+        }
+    }
+    Some(out)
+}
+
+fn collect<T>(r: Result<T, ConfigError>, errors: &mut Vec<ConfigError>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
+/// CPUs this process may run on, in order.
+pub fn available_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    let cpus: Vec<usize> = if ok {
+        (0..libc::CPU_SETSIZE as usize).filter(|c| unsafe { libc::CPU_ISSET(*c, &set) }).collect()
+    } else {
+        Vec::new()
+    };
+    if cpus.is_empty() {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    } else {
+        cpus
+    }
+}
+
+fn runtime_config(table: &toml::Table, base: &Path, errors: &mut Vec<ConfigError>) -> RuntimeConfig {
+    let mut s = Section::new("runtime", table);
+    let available = available_cpus();
+    let cores = collect(s.u64("cores"), errors).flatten();
+    let cores = match cores {
+        None => available.len(),
+        Some(0) => {
+            errors.push(s.error("cores", "must be at least 1"));
+            1
+        }
+        Some(n) if n as usize > available.len().min(SHARDS_MAX) => {
+            errors.push(s.error(
+                "cores",
+                format!("is {n}, but this process may use only {} CPUs ({available:?}); lower it or leave it out to use them all", available.len()),
+            ));
+            available.len()
+        }
+        Some(n) => n as usize,
+    };
+    let key_groups = match collect(s.u64("key_groups"), errors).flatten() {
+        None => KEY_GROUPS_DEFAULT,
+        Some(k) if k == 0 || k > KEY_GROUPS_MAX as u64 => {
+            errors.push(s.error("key_groups", format!("must be between 1 and {KEY_GROUPS_MAX}")));
+            KEY_GROUPS_DEFAULT
+        }
+        Some(k) => k as u32,
+    };
+    if (key_groups as usize) < cores {
+        errors.push(s.error("key_groups", format!("is {key_groups}, fewer than the {cores} shards; raise it to at least the core count")));
+    }
+    let state_dir = collect(s.str("state_dir"), errors).flatten().map(|p| base.join(p));
+    errors.extend(s.unknown_keys("[runtime]"));
+    RuntimeConfig { cores, cpus: available.into_iter().take(cores).collect(), key_groups, state_dir }
+}
+
+fn source_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -> Option<SourceConfig> {
+    let name = s.path().trim_start_matches("sources.").to_string();
+    let connector = collect(s.required_str("connector", "\"file\""), errors);
+    let watermark = collect(s.str("watermark"), errors).flatten().map(str::to_string);
+    let idle_timeout_ms = collect(s.duration_us("idle_timeout"), errors).flatten().map_or(SOURCE_IDLE_TIMEOUT_DEFAULT_MS, |us| us / 1000);
+    let dead_letter = collect(s.str("dead_letter"), errors).flatten().map(str::to_string);
+    let built = match connector {
+        None => None,
+        Some("nexmark") => Some(nexmark_source(&mut s, errors)),
+        Some("file") => file_source(&mut s, base, errors),
+        Some(other) => {
+            errors.push(s.error("connector", format!("`{other}` is not a source connector; use \"nexmark\" or \"file\"")));
+            return None;
+        }
+    };
+    errors.extend(s.unknown_keys(&format!("a {} source", connector.unwrap_or("?"))));
+    let (connector, schema) = built?;
+    Some(SourceConfig { name, connector, schema, watermark, idle_timeout_ms, dead_letter })
+}
+
+fn nexmark_source(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> (SourceConnector, Schema) {
+    let table = collect(s.str("table"), errors).flatten().unwrap_or("bid");
+    if table != "bid" {
+        errors.push(s.error("table", format!("is `{table}`; only the `bid` table exists so far")));
+    }
+    let cfg = NexmarkConfig {
+        events: collect(s.u64("events"), errors).flatten(),
+        rate: collect(s.u64("rate"), errors).flatten().unwrap_or(0),
+        event_rate: collect(s.u64("event_rate"), errors).flatten().unwrap_or(1_000_000),
+        key_space: collect(s.u64("key_space"), errors).flatten().unwrap_or(0),
+        seed: collect(s.u64("seed"), errors).flatten().unwrap_or(42),
+    };
+    if cfg.event_rate == 0 {
+        errors.push(s.error("event_rate", "must be at least 1 (bids per second of event time)"));
+    }
+    (SourceConnector::Nexmark(cfg), Schema::parse(NEXMARK_BID_SCHEMA).expect("the bid schema parses"))
+}
+
+fn file_source(s: &mut Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -> Option<(SourceConnector, Schema)> {
+    let path = collect(s.required_str("path", "\"input/events.jsonl\""), errors);
+    let format = collect(s.str("format"), errors).flatten().unwrap_or("json");
+    if format != "json" {
+        errors.push(s.error("format", format!("is `{format}`; only \"json\" (JSON lines) is supported")));
+    }
+    let schema = collect(s.required_str("schema", "\"symbol VARCHAR, qty BIGINT, ts TIMESTAMP(3)\""), errors)
+        .and_then(|text| collect(Schema::parse(text).map_err(|m| s.error("schema", m)), errors));
+    Some((SourceConnector::File(FileSourceConfig { path: base.join(path?) }), schema?))
+}
+
+fn sink_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -> Option<SinkConfig> {
+    let name = s.path().trim_start_matches("sinks.").to_string();
+    let connector = collect(s.required_str("connector", "\"file\""), errors)?;
+    let mut format = || {
+        let format = collect(s.str("format"), errors).flatten().unwrap_or("json");
+        if format != "json" {
+            errors.push(s.error("format", format!("is `{format}`; only \"json\" (JSON lines) is supported")));
+        }
+    };
+    let connector = match connector {
+        "file" => {
+            format();
+            match collect(s.required_str("path", "\"output/out\""), errors) {
+                Some(path) => SinkConnector::File { path: base.join(path) },
+                None => {
+                    errors.extend(s.unknown_keys("a file sink"));
+                    return None;
+                }
+            }
+        }
+        "stdout" | "print" => {
+            format();
+            SinkConnector::Stdout
+        }
+        "blackhole" => SinkConnector::Blackhole,
+        other => {
+            errors.push(s.error("connector", format!("`{other}` is not a sink connector; use \"file\", \"stdout\" or \"blackhole\"")));
+            return None;
+        }
+    };
+    errors.extend(s.unknown_keys(&format!("a {} sink", connector.name())));
+    Some(SinkConfig { name, connector })
+}
+
+fn jobs_config(table: &toml::Table, text: &str, errors: &mut Vec<ConfigError>) -> Vec<JobConfig> {
+    let Some(jobs) = table.get("jobs") else { return Vec::new() };
+    let Some(jobs) = jobs.as_array() else {
+        errors.push(ConfigError::new("jobs", "must be an array of tables: write each job as [[jobs]]"));
+        return Vec::new();
+    };
+    let mut out: Vec<JobConfig> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let path = format!("jobs[{i}]");
+        let Some(t) = job.as_table() else {
+            errors.push(ConfigError::new(path, "must be a table with `name` and `sql`"));
+            continue;
+        };
+        let mut s = Section::new(path, t);
+        let name = collect(s.str("name"), errors).flatten().map_or_else(|| format!("job{i}"), str::to_string);
+        let sql = collect(s.required_str("sql", "\"INSERT INTO out SELECT ... FROM ...\""), errors);
+        errors.extend(s.unknown_keys("a job"));
+        if out.iter().any(|j| j.name == name) {
+            errors.push(s.error("name", format!("`{name}` is used by two jobs; give each job its own name")));
+        }
+        if let Some(sql) = sql {
+            out.push(JobConfig { name, sql: sql.to_string(), sql_line: find_sql_line(text, sql) });
+        }
+    }
+    out
+}
+
+/// The config line where a job's SQL text begins, found by searching for its first line.
+fn find_sql_line(text: &str, sql: &str) -> usize {
+    let first = sql.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    if first.is_empty() {
+        return 0;
+    }
+    let Some(at) = text.find(first) else { return 0 };
+    let (line, _) = line_col(text, at);
+    // Where the SQL starts with blank lines (a `"""` string's first newline is dropped by TOML), count back.
+    let leading_blank = sql.lines().take_while(|l| l.trim().is_empty()).count();
+    line - leading_blank
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("/etc/job.toml"), text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"
+[runtime]
+cores = 1
+key_groups = 16
+
+[sources.trades]
+connector = "file"
+path = "in.jsonl"
+schema = "symbol VARCHAR, qty BIGINT, ts TIMESTAMP(3)"
+watermark = "ts - INTERVAL '2' SECOND"
+
+[sinks.out]
+connector = "file"
+path = "out"
+
+[[jobs]]
+name = "volume"
+sql = """
+INSERT INTO out SELECT symbol FROM trades
+"""
+"#;
+
+    #[test]
+    fn accepts_a_good_config() {
+        let c = Config::parse(Path::new("/etc/job.toml"), GOOD).unwrap();
+        assert_eq!(c.runtime.cores, 1);
+        assert_eq!(c.runtime.key_groups, 16);
+        assert_eq!(c.jobs[0].sql_line, 19);
+        match &c.sources["trades"].connector {
+            SourceConnector::File(f) => assert_eq!(f.path, Path::new("/etc/in.jsonl")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_the_key_path_of_every_error() {
+        let check = |from: &str, to: &str, want: &str| {
+            let errs = errors_of(&GOOD.replace(from, to));
+            assert!(errs.iter().any(|e| e.contains(want)), "want {want:?} in {errs:#?}");
+            assert!(errs.iter().all(|e| e.starts_with("/etc/job.toml: ")), "{errs:#?}");
+        };
+        check("path = \"in.jsonl\"", "pathh = \"in.jsonl\"", "sources.trades.pathh: unknown key for a file source; did you mean `path`?");
+        check("key_groups = 16", "key_group = 16", "runtime.key_group: unknown key");
+        check("cores = 1", "cores = \"two\"", "runtime.cores: must be a non-negative integer, not string");
+        check("connector = \"file\"\npath = \"out\"", "connector = \"kafka\"", "sinks.out.connector: `kafka` is not a sink connector");
+        check("qty BIGINT", "qty BIGNUM", "sources.trades.schema: column `qty` has unsupported type");
+        check("name = \"volume\"", "nme = \"volume\"", "jobs[0].nme: unknown key for a job; did you mean `name`?");
+        check("[runtime]", "[runtim]", "runtim: unknown key for the config file");
+        check("cores = 1", "cores = 1\ncores = 2", "not valid TOML");
+    }
+}

@@ -1,0 +1,94 @@
+//! Every limit of the engine, named once, with the reason for its value.
+//!
+//! Units are the last word of each name (`_rows`, `_bytes`, `_us`, `_ms`). Relations between limits are
+//! asserted at compile time at the bottom of this file.
+
+/// Rows a source split reads into one batch before handing it to the operator chain. Large enough to amortize
+/// per-batch costs (serialization, watermark bookkeeping), small enough that one batch of ~100-byte rows stays
+/// in L2 (4096 x 100 B = 400 KiB) and a watermark follows its data within microseconds.
+pub const SOURCE_BATCH_ROWS_MAX: usize = 4096;
+
+/// Rows in one exchange batch before it is flushed to the destination shard. Same reasoning as the source batch.
+pub const EXCHANGE_BATCH_ROWS_MAX: usize = 4096;
+
+/// Bytes of row data in one batch before it is flushed, whatever its row count: bounds the memory a batch pins.
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
+
+/// Longest time a row may wait in a partly filled exchange or sink batch before it is flushed: bounds the
+/// latency that batching adds at low rates (the issue asks for at most 1 ms).
+pub const BATCH_LINGER_US: u64 = 200;
+
+/// Batches in flight on one exchange lane (one producer shard to one consumer shard). With 4096-row batches
+/// this is ~64k rows of slack per lane: enough to absorb scheduling jitter, small enough that a slow consumer
+/// pushes back on its producers within milliseconds. A full lane is backpressure, never a drop.
+pub const EXCHANGE_LANE_BATCHES_MAX: usize = 16;
+
+/// Batches a shard drains from one inbound lane before it looks at its sources again, so neither side
+/// starves the other.
+pub const EXCHANGE_DRAIN_BATCHES_MAX: usize = 4;
+
+/// How long an executor spins looking for work before it parks in the kernel. Work that arrives during the
+/// spin is picked up in well under a microsecond; after it, a wake-up costs one eventfd write and a few
+/// microseconds. 50 us keeps an idle shard's core mostly asleep (measured: bench/RESULTS.md) while a steady
+/// stream never pays the wake-up.
+pub const SHARD_SPIN_BEFORE_PARK_US: u64 = 50;
+
+/// Longest a parked shard sleeps before it re-checks its timers (linger, idle splits, rate limits) even
+/// when nothing woke it.
+pub const SHARD_PARK_TIMEOUT_MS: u64 = 10;
+
+/// A task that keeps its core longer than this past its time slice is reported as a stall.
+pub const SHARD_STALL_THRESHOLD_MS: u64 = 10;
+
+/// Glommio's time slice: how often a long-running task is asked to yield.
+pub const SHARD_PREEMPT_TIMER_MS: u64 = 5;
+
+/// Largest input record (one JSON line) accepted. Larger ones are bad input: counted, logged, skipped.
+/// Kinesis' own record limit is 1 MiB; a line longer than that is almost surely a framing error.
+pub const RECORD_BYTES_MAX: usize = 1 << 20;
+
+/// Read buffer of a file source split.
+pub const FILE_READ_BUFFER_BYTES: usize = 256 << 10;
+
+/// Files a shard keeps open and reads round-robin. Splits beyond this wait their turn and, like unassigned
+/// splits in Flink, do not hold the watermark back until opened.
+pub const FILE_SPLITS_OPEN_MAX: usize = 64;
+
+/// Bytes a file sink buffers before it writes them out.
+pub const FILE_SINK_BUFFER_BYTES: usize = 256 << 10;
+
+/// A part file is closed and a new one begun after this many bytes (Flink's default rolling size).
+pub const FILE_SINK_PART_BYTES_MAX: u64 = 128 << 20;
+
+/// Lines of bad input logged per source per interval; the rest are only counted.
+pub const BAD_INPUT_LOG_LINES_MAX: u32 = 10;
+
+/// The interval of the bad-input log limit.
+pub const BAD_INPUT_LOG_INTERVAL_MS: u64 = 10_000;
+
+/// Default key group count (Flink's default max parallelism is 128 for small jobs).
+pub const KEY_GROUPS_DEFAULT: u32 = 128;
+
+/// Largest key group count: key groups are u16 on the routing path.
+pub const KEY_GROUPS_MAX: u32 = 1 << 15;
+
+/// Largest shard count: shard ids are u16 in the routing table.
+pub const SHARDS_MAX: usize = 1024;
+
+/// How often the metrics reporter logs per-source and per-sink counters.
+pub const METRICS_REPORT_INTERVAL_MS: u64 = 5_000;
+
+/// Default time after which a split that produced nothing stops holding the watermark back.
+pub const SOURCE_IDLE_TIMEOUT_DEFAULT_MS: u64 = 5_000;
+
+/// Sessions open per key before a key's session list is considered runaway. Sessions merge as they meet;
+/// this many disjoint open sessions means the watermark is far behind. Only bounds a scan, not correctness.
+pub const SESSION_WINDOWS_PER_KEY_HINT: usize = 4;
+
+const _: () = assert!(SOURCE_BATCH_ROWS_MAX <= u32::MAX as usize);
+const _: () = assert!(EXCHANGE_BATCH_ROWS_MAX <= u32::MAX as usize);
+const _: () = assert!(BATCH_LINGER_US <= 1_000, "the linger must stay within 1 ms");
+const _: () = assert!(RECORD_BYTES_MAX <= BATCH_BYTES_MAX, "one record must fit a batch");
+const _: () = assert!(KEY_GROUPS_MAX <= u16::MAX as u32 + 1);
+const _: () = assert!(SHARDS_MAX <= u16::MAX as usize);
+const _: () = assert!(SHARD_SPIN_BEFORE_PARK_US * 1_000 < SHARD_PARK_TIMEOUT_MS * 1_000_000);

@@ -1,0 +1,283 @@
+//! The daemon: config file → validated plans → running shards, with a report loop on the control thread.
+//! Builds connectors (lists input files, creates output directories), starts the shards, reports counters
+//! while they run, and turns the outcome into an exit code.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, SinkConnector, SourceConnector};
+use crate::constants::METRICS_REPORT_INTERVAL_MS;
+use crate::metrics::{report_line, JobMetrics, JobSnapshot};
+use crate::queue::Exchange;
+use crate::shard::routing::RoutingTable;
+use crate::shard::{JobGraph, JobSpec, SplitSpec};
+use crate::sql::plan::TableInfo;
+use crate::sql::{parse_watermark, plan_job, JobPlan, WatermarkSpec};
+
+/// Why the daemon stopped; each maps to an exit code.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// Bad config or SQL (exit 2): the message names the file, key or SQL position.
+    Config(String),
+    /// A failure while running (exit 1).
+    Runtime(String),
+}
+
+impl DaemonError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DaemonError::Config(_) => 2,
+            DaemonError::Runtime(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DaemonError::Config(m) | DaemonError::Runtime(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A validated config with every job planned.
+pub struct Prepared {
+    pub config: Config,
+    pub jobs: Vec<PreparedJob>,
+}
+
+pub struct PreparedJob {
+    pub name: String,
+    pub plan: JobPlan,
+    pub watermark: Option<WatermarkSpec>,
+}
+
+/// Loads the config and plans every job; no side effects.
+pub fn prepare(file: &Path) -> Result<Prepared, DaemonError> {
+    let config = Config::load(file).map_err(|e| DaemonError::Config(e.to_string()))?;
+    let shown = file.display();
+    let mut errors = Vec::new();
+    let mut tables = BTreeMap::new();
+    for (name, source) in &config.sources {
+        let watermark = match &source.watermark {
+            None => None,
+            Some(text) => match parse_watermark(text, &source.schema) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    errors.push(format!("{shown}: sources.{name}.watermark: {e}"));
+                    None
+                }
+            },
+        };
+        tables.insert(name.clone(), TableInfo { schema: source.schema.clone(), watermark });
+    }
+    if !errors.is_empty() {
+        // Jobs on a source with a broken watermark would only repeat the error.
+        return Err(DaemonError::Config(errors.join("\n")));
+    }
+    let sinks: Vec<String> = config.sinks.keys().cloned().collect();
+    let mut jobs = Vec::new();
+    for (i, job) in config.jobs.iter().enumerate() {
+        match plan_job(&job.sql, &tables, &sinks) {
+            Ok(plan) => {
+                let watermark = tables[&plan.source].watermark;
+                jobs.push(PreparedJob { name: job.name.clone(), plan, watermark });
+            }
+            Err(e) => {
+                let at = if e.line > 0 && job.sql_line > 0 {
+                    format!(" (line {} of the config file)", job.sql_line as u64 + e.line - 1)
+                } else {
+                    String::new()
+                };
+                errors.push(format!("{shown}: jobs[{i}].sql (job `{}`): {e}{at}", job.name));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(DaemonError::Config(errors.join("\n")));
+    }
+    Ok(Prepared { config, jobs })
+}
+
+/// The physical plan, as `shardflow check` prints it.
+pub fn describe(p: &Prepared) -> String {
+    let c = &p.config;
+    let mut s = String::new();
+    let _ = writeln!(s, "config {}: valid", c.file.display());
+    let _ = writeln!(s, "runtime: {} shard(s) on CPUs {:?}, {} key groups", c.runtime.cores, c.runtime.cpus, c.runtime.key_groups);
+    for job in &p.jobs {
+        let plan = &job.plan;
+        let source = &c.sources[&plan.source];
+        let sink = &c.sinks[&plan.sink];
+        let _ = writeln!(s, "job {}:", job.name);
+        let origin = match &source.connector {
+            SourceConnector::Nexmark(n) => format!(
+                "nexmark bid, {} events, one split per shard",
+                n.events.map_or("unbounded".to_string(), |e| e.to_string())
+            ),
+            SourceConnector::File(f) => format!("file {} (JSON lines), one split per file", f.path.display()),
+        };
+        let wm = job.watermark.map_or("none".to_string(), |w| {
+            format!("{} - {}", source.schema.fields[w.column].name, crate::config::duration::format_ms(w.delay_ms))
+        });
+        let _ = writeln!(s, "  source {}: {origin}; watermark {wm}", plan.source);
+        let _ = writeln!(s, "  calc: {}", plan.calc);
+        if let Some(w) = &plan.window {
+            let keys: Vec<&str> = w.input.fields[..w.n_keys].iter().map(|f| f.name.as_str()).collect();
+            let route = if keys.is_empty() { "one key group (no key)".to_string() } else { format!("hash({})", keys.join(", ")) };
+            let _ = writeln!(s, "  exchange: {route} -> {} key groups -> {} shard(s)", c.runtime.key_groups, c.runtime.cores);
+            let aggs: Vec<&str> = w.aggs.iter().map(|a| a.text.as_str()).collect();
+            let _ = writeln!(s, "  window aggregate: {}, keys [{}], aggregates [{}]", w.spec, keys.join(", "), aggs.join(", "));
+            let _ = writeln!(s, "  calc: {}", w.post);
+        }
+        let target = match &sink.connector {
+            SinkConnector::File { path } => format!("file {} (JSON lines)", path.display()),
+            other => other.name().to_string(),
+        };
+        let cols: Vec<String> = plan.out_schema.fields.iter().map(|f| format!("{} {}", f.name, f.ty)).collect();
+        let _ = writeln!(s, "  sink {}: {target}; columns ({})", plan.sink, cols.join(", "));
+    }
+    s
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if STOP.swap(true, Ordering::SeqCst) {
+        // A second signal: the user wants out now.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only touches an atomic and may call _exit, both async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn build_graph(p: &Prepared) -> Result<JobGraph, DaemonError> {
+    let c = &p.config;
+    let n = c.runtime.cores;
+    let mut tables_by_seed = BTreeMap::new();
+    let mut jobs = Vec::new();
+    for job in &p.jobs {
+        let source = c.sources[&job.plan.source].clone();
+        let mut splits = vec![Vec::new(); n];
+        let mut nexmark_tables = None;
+        match &source.connector {
+            SourceConnector::Nexmark(cfg) => {
+                for (i, s) in splits.iter_mut().enumerate() {
+                    s.push(SplitSpec::Nexmark { split: i as u64, n_splits: n as u64 });
+                }
+                let t = tables_by_seed
+                    .entry(cfg.seed)
+                    .or_insert_with(|| crate::source::nexmark::NexmarkSplit::tables(cfg.seed))
+                    .clone();
+                nexmark_tables = Some(t);
+            }
+            SourceConnector::File(f) => {
+                let files = crate::source::file::list_files(&f.path).map_err(|e| {
+                    DaemonError::Runtime(format!("{}: sources.{}.path: {e}", c.file.display(), source.name))
+                })?;
+                for (i, file) in files.into_iter().enumerate() {
+                    splits[i % n].push(SplitSpec::File(file));
+                }
+            }
+        }
+        let sink = c.sinks[&job.plan.sink].clone();
+        let dead_letter = source.dead_letter.as_ref().map(|d| c.sinks[d].clone());
+        for s in std::iter::once(&sink).chain(dead_letter.iter()) {
+            if let SinkConnector::File { path } = &s.connector {
+                std::fs::create_dir_all(path).map_err(|e| {
+                    DaemonError::Runtime(format!("{}: sinks.{}.path: cannot create {}: {e}", c.file.display(), s.name, path.display()))
+                })?;
+            }
+        }
+        let metrics = Arc::new(JobMetrics::new(&job.name, &job.plan.source, &job.plan.sink, n));
+        jobs.push(JobSpec {
+            name: job.name.clone(),
+            plan: job.plan.clone(),
+            source,
+            watermark: job.watermark,
+            sink,
+            dead_letter,
+            splits,
+            nexmark_tables,
+            metrics,
+        });
+    }
+    Ok(JobGraph {
+        cpus: c.runtime.cpus.clone(),
+        routing: Arc::new(RoutingTable::new(c.runtime.key_groups, n)),
+        exchange: Exchange::new(n),
+        jobs,
+        abort: AtomicBool::new(false),
+        stop: &STOP,
+    })
+}
+
+/// Runs every job to completion (bounded sources) or until SIGINT/SIGTERM.
+pub fn run(file: &Path) -> Result<(), DaemonError> {
+    let prepared = prepare(file)?;
+    let graph = Arc::new(build_graph(&prepared)?);
+    install_signal_handlers();
+    tracing::info!(
+        "starting {} job(s) on {} shard(s), CPUs {:?}",
+        graph.jobs.len(),
+        graph.n_shards(),
+        prepared.config.runtime.cpus
+    );
+    let started = Instant::now();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let runner = {
+        let graph = graph.clone();
+        std::thread::Builder::new()
+            .name("shard-runner".into())
+            .spawn(move || {
+                let _ = done_tx.send(crate::shard::run(graph));
+            })
+            .map_err(|e| DaemonError::Runtime(format!("cannot start the shards: {e}")))?
+    };
+    let interval = Duration::from_millis(METRICS_REPORT_INTERVAL_MS);
+    let mut prev: Vec<JobSnapshot> = vec![JobSnapshot::default(); graph.jobs.len()];
+    let mut last = Instant::now();
+    let result = loop {
+        match done_rx.recv_timeout(interval) {
+            Ok(r) => break r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                for (job, p) in graph.jobs.iter().zip(prev.iter_mut()) {
+                    let snap = job.metrics.snapshot();
+                    tracing::info!("{}", report_line(&job.metrics, snap, *p, now - last));
+                    *p = snap;
+                }
+                last = now;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break Err("the shards stopped without a result".into()),
+        }
+    };
+    let _ = runner.join();
+    let elapsed = started.elapsed();
+    for job in &graph.jobs {
+        let snap = job.metrics.snapshot();
+        tracing::info!("{}", report_line(&job.metrics, snap, JobSnapshot::default(), elapsed));
+        eprintln!(
+            "job {}: {} records in, {} out, {} bad, {} late in {:.3} s: {:.2}M records/s",
+            job.name,
+            snap.records_in,
+            snap.records_out,
+            snap.bad_records,
+            snap.late_records,
+            elapsed.as_secs_f64(),
+            snap.records_in as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
+        );
+    }
+    result.map_err(DaemonError::Runtime)
+}

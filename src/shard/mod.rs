@@ -1,0 +1,122 @@
+//! Shards: one glommio executor per core, pinned, each running one [`task::ShardTask`] that owns its splits,
+//! operator instances and sink writers.
+//!
+//! Invariant: this module is the only one that creates executor threads.
+
+pub mod routing;
+pub mod task;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::{NexmarkConfig, SinkConfig, SourceConfig};
+use crate::constants::{SHARD_PREEMPT_TIMER_MS, SHARD_SPIN_BEFORE_PARK_US, SHARD_STALL_THRESHOLD_MS};
+use crate::metrics::JobMetrics;
+use crate::queue::{Exchange, ShardId};
+use crate::sql::{JobPlan, WatermarkSpec};
+use routing::RoutingTable;
+
+/// Where one split of a source comes from.
+#[derive(Debug, Clone)]
+pub enum SplitSpec {
+    /// Split `split` of `n_splits` of a nexmark stream.
+    Nexmark { split: u64, n_splits: u64 },
+    File(PathBuf),
+}
+
+/// Everything a shard needs to run one job.
+pub struct JobSpec {
+    pub name: String,
+    pub plan: JobPlan,
+    pub source: SourceConfig,
+    pub watermark: Option<WatermarkSpec>,
+    pub sink: SinkConfig,
+    pub dead_letter: Option<SinkConfig>,
+    /// The splits of the job's source, per shard.
+    pub splits: Vec<Vec<SplitSpec>>,
+    pub nexmark_tables: Option<Arc<crate::source::nexmark::gen::Tables>>,
+    pub metrics: Arc<JobMetrics>,
+}
+
+impl JobSpec {
+    pub fn nexmark(&self) -> Option<&NexmarkConfig> {
+        match &self.source.connector {
+            crate::config::SourceConnector::Nexmark(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// The running jobs, shared read-only by every shard.
+pub struct JobGraph {
+    pub cpus: Vec<usize>,
+    pub routing: Arc<RoutingTable>,
+    pub exchange: Arc<Exchange>,
+    pub jobs: Vec<JobSpec>,
+    /// Set when a shard fails, or when the process is asked to stop; every shard watches it.
+    pub abort: AtomicBool,
+    pub stop: &'static AtomicBool,
+}
+
+impl JobGraph {
+    pub fn n_shards(&self) -> usize {
+        self.cpus.len()
+    }
+
+    /// Stops every shard after a failure: each exits at its next loop turn.
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::SeqCst);
+        for s in 0..self.n_shards() {
+            self.exchange.doorbell(ShardId(s as u16)).ring();
+        }
+    }
+}
+
+/// Reports a task that keeps its core past its time slice. Glommio's default report (a warning with the
+/// executor, the overage and a backtrace) reaches our log through the `log` → `tracing` bridge.
+#[derive(Debug)]
+struct StallLogger;
+
+impl glommio::StallDetectionHandler for StallLogger {
+    fn threshold(&self, _q: glommio::TaskQueueHandle, _expected: Duration) -> Option<Duration> {
+        Some(Duration::from_millis(SHARD_STALL_THRESHOLD_MS))
+    }
+}
+
+/// Runs every shard to completion; returns the first failure.
+pub fn run(graph: Arc<JobGraph>) -> Result<(), String> {
+    let mut handles = Vec::new();
+    for (idx, cpu) in graph.cpus.iter().copied().enumerate() {
+        let g = graph.clone();
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{idx}"))
+            .spin_before_park(Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US))
+            .preempt_timer(Duration::from_millis(SHARD_PREEMPT_TIMER_MS))
+            .detect_stalls(Some(Box::new(StallLogger)));
+        let handle = builder
+            .spawn(move || async move {
+                let result = task::ShardTask::new(g.clone(), ShardId(idx as u16)).run().await;
+                if result.is_err() {
+                    g.abort();
+                }
+                result
+            })
+            .map_err(|e| format!("cannot start shard {idx} on CPU {cpu}: {e}"))?;
+        handles.push(handle);
+    }
+    let mut first_error = None;
+    for (idx, h) in handles.into_iter().enumerate() {
+        let result = h.join().map_err(|e| format!("shard {idx} failed: {e}")).and_then(|r| r);
+        if let Err(e) = result {
+            // A shard stopped by another's failure reports "aborted"; keep the original cause.
+            if first_error.is_none() || first_error.as_deref().is_some_and(|f: &str| f.contains(task::ABORTED)) {
+                first_error = Some(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,563 @@
+//! One shard's event loop: read source splits, run the operator chain, exchange rows by key, fire windows on
+//! watermarks, write sinks. One task per shard; nothing in it blocks the executor.
+//!
+//! Order of work in a turn: retry sends that found a lane full; drain inbound lanes (a bounded number of
+//! messages each); read one batch from each job's next split unless a send is blocked (backpressure stops
+//! the sources, never the draining, so two shards pushing at each other cannot deadlock: consumers of the
+//! exchange never produce into it); flush batches that lingered. With no progress, the task parks on its
+//! doorbell until woken or until the next deadline.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{JobGraph, JobSpec, SplitSpec};
+use crate::constants::{
+    BATCH_BYTES_MAX, BATCH_LINGER_US, EXCHANGE_BATCH_ROWS_MAX, EXCHANGE_DRAIN_BATCHES_MAX, SHARD_PARK_TIMEOUT_MS,
+    SOURCE_BATCH_ROWS_MAX,
+};
+use crate::operator::calc::{copy_cell, run_calc};
+use crate::operator::key::{encode_key, key_hash};
+use crate::operator::window_agg::WindowAggregator;
+use crate::queue::{Doorbell, Message, ShardId};
+use crate::record::{BatchBuf, BatchBuilder, DataType};
+use crate::sink::file::FileSinkWriter;
+use crate::sink::SinkWriter;
+use crate::source::file::FileSplit;
+use crate::source::nexmark::NexmarkSplit;
+use crate::source::{dead_letter_schema, max_event_time, BadInput, Split};
+use crate::time::{SplitWatermarks, WatermarkCombiner};
+
+/// The error text of a shard stopped because another one failed.
+pub const ABORTED: &str = "stopped because another shard failed";
+
+const LINGER: Duration = Duration::from_micros(BATCH_LINGER_US);
+
+fn full(b: &BatchBuilder) -> bool {
+    b.n_rows() >= EXCHANGE_BATCH_ROWS_MAX || b.size_bytes() >= BATCH_BYTES_MAX
+}
+
+/// A batch builder that remembers when its first row arrived, for the linger deadline.
+struct Pending {
+    rows: BatchBuilder,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    fn new(types: &[DataType]) -> Pending {
+        Pending { rows: BatchBuilder::new(types), since: None }
+    }
+
+    fn touch(&mut self, now: Instant) {
+        if self.since.is_none() && !self.rows.is_empty() {
+            self.since = Some(now);
+        }
+    }
+
+    fn take(&mut self) -> Option<BatchBuf> {
+        self.since = None;
+        (!self.rows.is_empty()).then(|| self.rows.finish())
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.since.map(|s| s + LINGER)
+    }
+}
+
+/// A window aggregation's per-shard state.
+struct WindowJob {
+    agg: WindowAggregator,
+    combiner: WatermarkCombiner,
+    ended: Vec<bool>,
+    /// Pre-aggregation rows waiting to be sent, per destination shard.
+    outbox: Vec<Pending>,
+    types: Vec<DataType>,
+    n_keys: usize,
+    key_buf: Vec<u8>,
+    /// Pre-aggregation rows of the source batch being routed.
+    staged: BatchBuilder,
+    late_reported: u64,
+}
+
+struct JobState {
+    splits: Vec<Split>,
+    split_done: Vec<bool>,
+    next_split: usize,
+    watermarks: SplitWatermarks,
+    source_rows: BatchBuilder,
+    bad: BadInput,
+    dead_letter: Option<SinkWriter>,
+    sink: Option<SinkWriter>,
+    /// Stateless jobs: output rows waiting for the sink.
+    out: Pending,
+    window: Option<WindowJob>,
+    /// The end of the input was sent downstream.
+    input_ended: bool,
+    finished: bool,
+    /// A rate-limited source may read again at this instant.
+    resume_at: Option<Instant>,
+}
+
+pub struct ShardTask {
+    id: ShardId,
+    graph: Arc<JobGraph>,
+    bell: Arc<Doorbell>,
+    jobs: Vec<JobState>,
+    /// Sends that found their lane full, in order; while any waits, sources are not read.
+    blocked: VecDeque<(ShardId, Message)>,
+    started: Instant,
+}
+
+type ShardResult<T> = Result<T, String>;
+
+fn sink_writer(cfg: &crate::config::SinkConfig, writer: &str, shard: usize, schema: &crate::record::Schema) -> SinkWriter {
+    match &cfg.connector {
+        crate::config::SinkConnector::File { path } => SinkWriter::File(FileSinkWriter::new(path, writer, shard, schema)),
+        crate::config::SinkConnector::Stdout => SinkWriter::stdout(schema),
+        crate::config::SinkConnector::Blackhole => SinkWriter::Blackhole,
+    }
+}
+
+impl ShardTask {
+    pub fn new(graph: Arc<JobGraph>, id: ShardId) -> ShardTask {
+        let started = Instant::now();
+        let jobs = graph.jobs.iter().map(|spec| Self::job_state(&graph, spec, id)).collect();
+        ShardTask { bell: graph.exchange.doorbell(id), id, jobs, graph, blocked: VecDeque::new(), started }
+    }
+
+    fn job_state(graph: &JobGraph, spec: &JobSpec, id: ShardId) -> JobState {
+        let plan = &spec.plan;
+        let used = plan.calc.used_columns(spec.source.schema.len());
+        let splits: Vec<Split> = spec.splits[id.idx()]
+            .iter()
+            .map(|s| match s {
+                SplitSpec::Nexmark { split, n_splits } => Split::Nexmark(NexmarkSplit::new(
+                    spec.nexmark().expect("nexmark splits belong to nexmark sources"),
+                    spec.nexmark_tables.clone().expect("nexmark tables are built for nexmark sources"),
+                    *split,
+                    *n_splits,
+                    &used,
+                )),
+                SplitSpec::File(path) => Split::File(FileSplit::new(path.clone(), spec.source.schema.clone())),
+            })
+            .collect();
+        let n = graph.n_shards();
+        let delay = spec.watermark.map_or(0, |w| w.delay_ms);
+        let window = plan.window.as_ref().map(|w| WindowJob {
+            agg: WindowAggregator::new(w),
+            combiner: WatermarkCombiner::new(n),
+            ended: vec![false; n],
+            outbox: (0..n).map(|_| Pending::new(&w.input.types())).collect(),
+            types: w.input.types(),
+            n_keys: w.n_keys,
+            key_buf: Vec::new(),
+            staged: BatchBuilder::new(&w.input.types()),
+            late_reported: 0,
+        });
+        let dead_letter = spec.dead_letter.as_ref().map(|cfg| {
+            sink_writer(cfg, &format!("deadletter-{}", spec.name), id.idx(), &dead_letter_schema())
+        });
+        JobState {
+
+            split_done: vec![false; splits.len()],
+            watermarks: SplitWatermarks::new(splits.len(), delay, spec.source.idle_timeout_ms, 0),
+            splits,
+            next_split: 0,
+            source_rows: BatchBuilder::new(&spec.source.schema.types()),
+            bad: BadInput::new(&spec.source.name, spec.metrics.bad_records.clone(), spec.dead_letter.is_some()),
+            dead_letter,
+            sink: Some(sink_writer(&spec.sink, &spec.name, id.idx(), &plan.out_schema)),
+            out: Pending::new(&plan.out_schema.types()),
+            window,
+            input_ended: false,
+            finished: false,
+            resume_at: None,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Runs until every job on this shard has finished.
+    pub async fn run(mut self) -> ShardResult<()> {
+        loop {
+            if self.graph.abort.load(Ordering::Relaxed) {
+                return Err(ABORTED.to_string());
+            }
+            let mut progress = self.retry_blocked();
+            progress |= self.drain_inbound().await?;
+            if self.blocked.is_empty() {
+                progress |= self.read_sources().await?;
+            }
+            self.flush_lingering(Instant::now()).await?;
+            if self.blocked.is_empty() && self.jobs.iter().all(|j| j.finished) {
+                return Ok(());
+            }
+            if progress {
+                glommio::yield_if_needed().await;
+            } else {
+                self.park().await;
+            }
+        }
+    }
+
+    async fn park(&self) {
+        let now = Instant::now();
+        let mut deadline = now + Duration::from_millis(SHARD_PARK_TIMEOUT_MS);
+        for job in &self.jobs {
+            let window_outboxes = job.window.iter().flat_map(|w| w.outbox.iter());
+            for p in window_outboxes.chain(std::iter::once(&job.out)) {
+                if let Some(d) = p.deadline() {
+                    deadline = deadline.min(d);
+                }
+            }
+            if let Some(r) = job.resume_at {
+                deadline = deadline.min(r);
+            }
+        }
+        if deadline <= now {
+            return;
+        }
+        futures_lite::future::or(self.bell.wait(), glommio::timer::sleep(deadline - now)).await;
+    }
+
+    // ----- exchange -----
+
+    fn send(&mut self, to: ShardId, msg: Message) {
+        if !self.blocked.is_empty() {
+            self.blocked.push_back((to, msg));
+            return;
+        }
+        if let Err(msg) = self.graph.exchange.try_send(self.id, to, msg) {
+            self.blocked.push_back((to, msg));
+        }
+    }
+
+    fn retry_blocked(&mut self) -> bool {
+        let mut progress = false;
+        while let Some((to, msg)) = self.blocked.pop_front() {
+            match self.graph.exchange.try_send(self.id, to, msg) {
+                Ok(()) => progress = true,
+                Err(msg) => {
+                    self.blocked.push_front((to, msg));
+                    break;
+                }
+            }
+        }
+        progress
+    }
+
+    async fn drain_inbound(&mut self) -> ShardResult<bool> {
+        let mut progress = false;
+        for from in 0..self.graph.n_shards() {
+            let from = ShardId(from as u16);
+            if from == self.id {
+                continue;
+            }
+            for _ in 0..EXCHANGE_DRAIN_BATCHES_MAX {
+                let Some(msg) = self.graph.exchange.try_recv(from, self.id) else { break };
+                progress = true;
+                self.receive(from, msg).await?;
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Handles a message from `from` (also this shard's own rows and watermarks, which skip the lanes).
+    async fn receive(&mut self, from: ShardId, msg: Message) -> ShardResult<()> {
+        match msg {
+            Message::Batch { job, batch } => {
+                let j = &mut self.jobs[job as usize];
+                let w = j.window.as_mut().expect("only window jobs exchange rows");
+                w.agg.process(&batch.view());
+                let late = w.agg.stats.late_records;
+                let graph = self.graph.clone();
+        let spec = &graph.jobs[job as usize];
+                spec.metrics.late_records.fetch_add(late - w.late_reported, Ordering::Relaxed);
+                w.late_reported = late;
+                Ok(())
+            }
+            Message::Watermark { job, watermark } => self.on_watermark(job, from, watermark).await,
+            Message::EndOfInput { job } => self.on_end_of_input(job, from).await,
+            Message::Barrier { .. } => Ok(()),
+        }
+    }
+
+    async fn on_watermark(&mut self, job: u16, from: ShardId, watermark: i64) -> ShardResult<()> {
+        let j = &mut self.jobs[job as usize];
+        let w = j.window.as_mut().expect("only window jobs exchange watermarks");
+        let Some(wm) = w.combiner.update(from.idx(), watermark) else { return Ok(()) };
+        let mut fired = Vec::new();
+        w.agg.advance_watermark(wm, &mut |b| fired.push(b));
+        let graph = self.graph.clone();
+        let spec = &graph.jobs[job as usize];
+        spec.metrics.watermarks[self.id.idx()].store(wm, Ordering::Relaxed);
+        let sink = j.sink.as_mut().expect("the sink is open until the job finishes");
+        for b in fired {
+            spec.metrics.records_out.fetch_add(b.n_rows() as u64, Ordering::Relaxed);
+            sink.write(&b.view()).await.map_err(|e| format!("job {}: {e}", spec.name))?;
+        }
+        Ok(())
+    }
+
+    async fn on_end_of_input(&mut self, job: u16, from: ShardId) -> ShardResult<()> {
+        let j = &mut self.jobs[job as usize];
+        let w = j.window.as_mut().expect("only window jobs exchange end-of-input");
+        w.ended[from.idx()] = true;
+        if w.ended.iter().all(|e| *e) {
+            // Every producer sent its final watermark before its end of input, so every window has fired.
+            debug_assert!(w.combiner.all_ended());
+            self.finish_job(job).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish_job(&mut self, job: u16) -> ShardResult<()> {
+        let graph = self.graph.clone();
+        let spec = &graph.jobs[job as usize];
+        let j = &mut self.jobs[job as usize];
+        if let Some(b) = j.out.take() {
+            spec.metrics.records_out.fetch_add(b.n_rows() as u64, Ordering::Relaxed);
+            j.sink.as_mut().expect("open").write(&b.view()).await.map_err(|e| format!("job {}: {e}", spec.name))?;
+        }
+        if let Some(sink) = j.sink.take() {
+            sink.close().await.map_err(|e| format!("job {}: {e}", spec.name))?;
+        }
+        if let Some(dl) = j.dead_letter.take() {
+            dl.close().await.map_err(|e| format!("job {} dead letters: {e}", spec.name))?;
+        }
+        j.finished = true;
+        Ok(())
+    }
+
+    // ----- sources -----
+
+    async fn read_sources(&mut self) -> ShardResult<bool> {
+        let mut progress = false;
+        for job in 0..self.jobs.len() {
+            progress |= self.read_job_source(job as u16).await?;
+        }
+        Ok(progress)
+    }
+
+    /// Reads one batch from the job's next unfinished split; emits watermarks and the end of input.
+    async fn read_job_source(&mut self, job: u16) -> ShardResult<bool> {
+        let stopping = self.graph.stop.load(Ordering::Relaxed);
+        let now_ms = self.now_ms();
+        let graph = self.graph.clone();
+        let spec = &graph.jobs[job as usize];
+        let j = &mut self.jobs[job as usize];
+        if j.input_ended {
+            return Ok(false);
+        }
+        let mut rows = 0;
+        if let Some(r) = j.resume_at {
+            if Instant::now() < r && !stopping {
+                return Ok(false);
+            }
+            j.resume_at = None;
+        }
+        let n_splits = j.splits.len();
+        for _ in 0..n_splits {
+            let s = j.next_split;
+            j.next_split = (j.next_split + 1) % n_splits;
+            if j.split_done[s] {
+                continue;
+            }
+            if stopping {
+                j.split_done[s] = true;
+                j.watermarks.finish(s);
+                continue;
+            }
+            rows = match &mut j.splits[s] {
+                Split::Nexmark(n) => {
+                    let (allowed, wait) = n.allowance(SOURCE_BATCH_ROWS_MAX, Instant::now());
+                    if let Some(w) = wait {
+                        j.resume_at = Some(Instant::now() + w);
+                    }
+                    n.read(&mut j.source_rows, allowed)
+                }
+                Split::File(f) => f
+                    .read(&mut j.source_rows, SOURCE_BATCH_ROWS_MAX, &mut j.bad)
+                    .await
+                    .map_err(|e| format!("source {}: {e}", spec.source.name))?,
+            };
+            if j.splits[s].is_finished() {
+                j.split_done[s] = true;
+                j.watermarks.finish(s);
+            }
+            if rows > 0 {
+                let batch = j.source_rows.finish();
+                if let Some(w) = spec.watermark {
+                    if let Some(max) = max_event_time(&batch.view(), w.column) {
+                        j.watermarks.observe(s, max, now_ms);
+                    }
+                }
+                spec.metrics.records_in.fetch_add(rows as u64, Ordering::Relaxed);
+                self.process_source_batch(job, &batch).await?;
+            }
+            break;
+        }
+        let j = &mut self.jobs[job as usize];
+        let dead_letters = j.bad.dead_letter.as_mut().filter(|d| !d.is_empty()).map(|d| d.finish());
+        if let Some(dl) = dead_letters {
+            self.write_dead_letters(job, dl).await?;
+        }
+        let j = &mut self.jobs[job as usize];
+        let all_done = j.split_done.iter().all(|d| *d);
+        let advanced = if spec.watermark.is_some() || all_done { j.watermarks.advance(now_ms) } else { None };
+        if let Some(wm) = advanced {
+            self.emit_watermark(job, wm).await?;
+        }
+        if all_done {
+            self.end_input(job).await?;
+        }
+        Ok(rows > 0 || advanced.is_some())
+    }
+
+    async fn write_dead_letters(&mut self, job: u16, batch: BatchBuf) -> ShardResult<()> {
+        let graph = self.graph.clone();
+        let spec = &graph.jobs[job as usize];
+        let j = &mut self.jobs[job as usize];
+        if let Some(sink) = &mut j.dead_letter {
+            sink.write(&batch.view()).await.map_err(|e| format!("source {} dead letters: {e}", spec.source.name))?;
+        }
+        Ok(())
+    }
+
+    async fn process_source_batch(&mut self, job: u16, batch: &BatchBuf) -> ShardResult<()> {
+        let graph = self.graph.clone();
+        let spec = &graph.jobs[job as usize];
+        let view = batch.view();
+        let now = Instant::now();
+        let j = &mut self.jobs[job as usize];
+        let Some(w) = j.window.as_mut() else {
+            run_calc(&spec.plan.calc, &view, 0..view.n_rows(), &mut j.out.rows, |_| false, |_| {});
+            j.out.touch(now);
+            if full(&j.out.rows) {
+                self.flush_output(job).await?;
+            }
+            return Ok(());
+        };
+        // Pre-aggregate projection, then route each row by its key.
+        run_calc(&spec.plan.calc, &view, 0..view.n_rows(), &mut w.staged, |_| false, |_| {});
+        let staged = w.staged.finish();
+        let sv = staged.view();
+        let n_shards = self.graph.n_shards();
+        let mut full_lanes = Vec::new();
+        for row in 0..sv.n_rows() {
+            let to = if n_shards == 1 {
+                self.id
+            } else {
+                encode_key(&sv, row, w.n_keys, &mut w.key_buf);
+                self.graph.routing.route(key_hash(&w.key_buf))
+            };
+            let out = &mut w.outbox[to.idx()];
+            for (col, ty) in w.types.iter().enumerate() {
+                copy_cell(&sv, col, row, &mut out.rows, col, *ty);
+            }
+            out.rows.end_row();
+            if full(&out.rows) {
+                full_lanes.push(to);
+            }
+        }
+        for o in &mut w.outbox {
+            o.touch(now);
+        }
+        full_lanes.dedup();
+        for to in full_lanes {
+            self.flush_outbox(job, to).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a window job's rows waiting for shard `to` (or aggregates them here, if `to` is this shard).
+    async fn flush_outbox(&mut self, job: u16, to: ShardId) -> ShardResult<()> {
+        let w = self.jobs[job as usize].window.as_mut().expect("window job");
+        let Some(batch) = w.outbox[to.idx()].take() else { return Ok(()) };
+        if to == self.id {
+            return self.receive(to, Message::Batch { job, batch }).await;
+        }
+        self.send(to, Message::Batch { job, batch });
+        Ok(())
+    }
+
+    /// Writes a stateless job's waiting output to its sink.
+    async fn flush_output(&mut self, job: u16) -> ShardResult<()> {
+        let graph = self.graph.clone();
+        let spec = &graph.jobs[job as usize];
+        let j = &mut self.jobs[job as usize];
+        if let Some(b) = j.out.take() {
+            spec.metrics.records_out.fetch_add(b.n_rows() as u64, Ordering::Relaxed);
+            j.sink.as_mut().expect("open").write(&b.view()).await.map_err(|e| format!("job {}: {e}", spec.name))?;
+        }
+        Ok(())
+    }
+
+    /// Sends this shard's source watermark downstream, after the rows it covers.
+    async fn emit_watermark(&mut self, job: u16, wm: i64) -> ShardResult<()> {
+        if self.jobs[job as usize].window.is_none() {
+            self.graph.jobs[job as usize].metrics.watermarks[self.id.idx()].store(wm, Ordering::Relaxed);
+            return Ok(());
+        }
+        for to in 0..self.graph.n_shards() {
+            self.flush_outbox(job, ShardId(to as u16)).await?;
+        }
+        for to in 0..self.graph.n_shards() {
+            let to = ShardId(to as u16);
+            if to == self.id {
+                self.on_watermark(job, to, wm).await?;
+            } else {
+                self.send(to, Message::Watermark { job, watermark: wm });
+            }
+        }
+        Ok(())
+    }
+
+    async fn end_input(&mut self, job: u16) -> ShardResult<()> {
+        self.jobs[job as usize].input_ended = true;
+        if self.jobs[job as usize].window.is_none() {
+            return self.finish_job(job).await;
+        }
+        // The final watermark went out when the last split finished; now the end marker, after it.
+        for to in 0..self.graph.n_shards() {
+            self.flush_outbox(job, ShardId(to as u16)).await?;
+        }
+        for to in 0..self.graph.n_shards() {
+            let to = ShardId(to as u16);
+            if to == self.id {
+                self.on_end_of_input(job, to).await?;
+            } else {
+                self.send(to, Message::EndOfInput { job });
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_lingering(&mut self, now: Instant) -> ShardResult<()> {
+        for job in 0..self.jobs.len() as u16 {
+            let j = &self.jobs[job as usize];
+            if j.finished {
+                continue;
+            }
+            let expired = |p: &Pending| p.deadline().is_some_and(|d| d <= now);
+            let lanes: Vec<ShardId> = j
+                .window
+                .iter()
+                .flat_map(|w| w.outbox.iter().enumerate())
+                .filter(|(_, p)| expired(p))
+                .map(|(i, _)| ShardId(i as u16))
+                .collect();
+            let out = expired(&j.out);
+            for to in lanes {
+                self.flush_outbox(job, to).await?;
+            }
+            if out {
+                self.flush_output(job).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! Sinks: where rows leave. One writer per shard per job; a writer encodes rows of the job's output schema.
+//!
+//! - `file`: a directory of part files `part-<writer>-<shard>-<seq>.json`. A part is written hidden
+//!   (`.part-...json.inprogress`) and renamed into view when it is closed: at the end of the input or when it
+//!   reaches the rolling size. Readers of the directory never see a partial file.
+//! - `stdout`: JSON lines on standard output.
+//! - `blackhole`: counts rows and discards them (for benchmarks).
+
+pub mod file;
+
+use std::fmt;
+use std::io::Write;
+
+use crate::record::json::JsonEncoder;
+use crate::record::{BatchView, Schema};
+
+#[derive(Debug, Clone)]
+pub struct SinkError {
+    pub retryable: bool,
+    pub message: String,
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+pub enum SinkWriter {
+    File(file::FileSinkWriter),
+    Stdout { encoder: JsonEncoder, buf: Vec<u8> },
+    Blackhole,
+}
+
+impl SinkWriter {
+    pub fn stdout(schema: &Schema) -> SinkWriter {
+        SinkWriter::Stdout { encoder: JsonEncoder::new(schema), buf: Vec::new() }
+    }
+
+    /// Writes every row of a batch.
+    pub async fn write(&mut self, view: &BatchView<'_>) -> Result<(), SinkError> {
+        match self {
+            SinkWriter::File(f) => f.write(view).await,
+            SinkWriter::Stdout { encoder, buf } => {
+                buf.clear();
+                for row in 0..view.n_rows() {
+                    encoder.encode_row(view, row, buf);
+                }
+                // Standard output is a terminal or a pipe: a short blocking write, batched per call.
+                let mut out = std::io::stdout().lock();
+                out.write_all(buf).and_then(|_| out.flush()).map_err(|e| SinkError {
+                    retryable: false,
+                    message: format!("writing to standard output failed: {e}"),
+                })
+            }
+            SinkWriter::Blackhole => {
+                std::hint::black_box(view.n_rows());
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes everything written so far visible and releases the writer.
+    pub async fn close(self) -> Result<(), SinkError> {
+        match self {
+            SinkWriter::File(f) => f.close().await,
+            _ => Ok(()),
+        }
+    }
+}

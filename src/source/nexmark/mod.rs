@@ -1,0 +1,104 @@
+//! The `nexmark` source, table `bid`: the exact bid stream of the benchmark spec, generated in process.
+//!
+//! With N splits, split j generates bids j, j+N, j+2N, ..., so event time advances in lock-step on every
+//! shard and the stream is the same whatever the number of shards.
+
+pub mod gen;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::NexmarkConfig;
+use crate::record::BatchBuilder;
+use gen::{Generator, GeneratorConfig, Tables};
+
+/// Column indexes of the bid table (see `config::NEXMARK_BID_SCHEMA`).
+const COL_AUCTION: usize = 0;
+const COL_BIDDER: usize = 1;
+const COL_PRICE: usize = 2;
+const COL_CHANNEL: usize = 3;
+const COL_URL: usize = 4;
+const COL_DATE_TIME: usize = 5;
+const COL_EXTRA: usize = 6;
+
+/// One split of the bid stream.
+pub struct NexmarkSplit {
+    generator: Generator,
+    /// The next bid number this split generates.
+    next: u64,
+    stride: u64,
+    /// One past the last bid number of the stream; `u64::MAX` when unbounded.
+    end: u64,
+    /// Wall-clock bids per second for this split; 0 = unlimited.
+    rate: f64,
+    started: Option<Instant>,
+    generated: u64,
+    /// Columns the query reads; the others are filled with placeholders the query never looks at.
+    used: [bool; 7],
+}
+
+impl NexmarkSplit {
+    pub fn new(cfg: &NexmarkConfig, tables: Arc<Tables>, split: u64, n_splits: u64, used: &[bool]) -> NexmarkSplit {
+        let gcfg = GeneratorConfig { seed: cfg.seed, event_rate: cfg.event_rate, key_space: cfg.key_space };
+        let mut mask = [true; 7];
+        for (m, u) in mask.iter_mut().zip(used) {
+            *m = *u;
+        }
+        NexmarkSplit {
+            generator: Generator::new(gcfg, tables),
+            next: split,
+            stride: n_splits,
+            end: cfg.events.unwrap_or(u64::MAX),
+            rate: cfg.rate as f64 / n_splits as f64,
+            started: None,
+            generated: 0,
+            used: mask,
+        }
+    }
+
+    pub fn tables(seed: u64) -> Arc<Tables> {
+        Arc::new(Tables::new(seed))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.next >= self.end
+    }
+
+    /// Bids this split may generate now under its rate limit (at most `max`), and, when that is zero, how
+    /// long until the next one is due.
+    pub fn allowance(&mut self, max: usize, now: Instant) -> (usize, Option<std::time::Duration>) {
+        if self.rate <= 0.0 {
+            return (max, None);
+        }
+        let started = *self.started.get_or_insert(now);
+        let due = (now.duration_since(started).as_secs_f64() * self.rate) as u64 + 1;
+        let allowed = due.saturating_sub(self.generated) as usize;
+        if allowed == 0 {
+            let next_at = (self.generated as f64) / self.rate;
+            let wait = std::time::Duration::from_secs_f64((next_at - now.duration_since(started).as_secs_f64()).max(0.0));
+            return (0, Some(wait));
+        }
+        (allowed.min(max), None)
+    }
+
+    /// Appends up to `max` bids to `out`; returns how many.
+    pub fn read(&mut self, out: &mut BatchBuilder, max: usize) -> usize {
+        let mut n = 0;
+        while n < max && self.next < self.end {
+            let bid = self.generator.bid(self.next);
+            let u = &self.used;
+            out.push_int(COL_AUCTION, if u[COL_AUCTION] { bid.auction } else { 0 });
+            out.push_int(COL_BIDDER, if u[COL_BIDDER] { bid.bidder } else { 0 });
+            out.push_int(COL_PRICE, if u[COL_PRICE] { bid.price } else { 0 });
+            out.push_str(COL_CHANNEL, if u[COL_CHANNEL] { bid.channel.as_bytes() } else { b"" });
+            out.push_str(COL_URL, if u[COL_URL] { bid.url.as_bytes() } else { b"" });
+            out.push_int(COL_DATE_TIME, bid.date_time_ms);
+            out.push_str(COL_EXTRA, if u[COL_EXTRA] { bid.extra.as_bytes() } else { b"" });
+            out.end_row();
+            self.next += self.stride;
+            n += 1;
+        }
+        self.generated += n as u64;
+        n
+    }
+}

@@ -1,0 +1,153 @@
+//! Event time: watermarks per source split, and their combination.
+//!
+//! A split's watermark is the largest event time it has read minus the declared delay. A shard's source
+//! watermark is the minimum over its active splits; a split that read nothing for the idle timeout stops
+//! holding it back (Flink's source idleness) until it reads again; a finished split never does. Across the
+//! exchange, a shard's event time is the minimum over every producer's watermark. Watermarks never go back.
+
+/// Event time meaning "every window may fire": sent when a bounded input ends.
+pub const WATERMARK_END: i64 = i64::MAX;
+
+#[derive(Debug, Clone)]
+struct SplitTime {
+    max_event_ms: i64,
+    last_read_ms: u64,
+    finished: bool,
+}
+
+/// Watermarks of the splits one shard reads for one source.
+#[derive(Debug, Clone)]
+pub struct SplitWatermarks {
+    delay_ms: i64,
+    idle_timeout_ms: u64,
+    splits: Vec<SplitTime>,
+    emitted: i64,
+}
+
+impl SplitWatermarks {
+    /// `now_ms` is a monotonic clock reading.
+    pub fn new(n_splits: usize, delay_ms: i64, idle_timeout_ms: u64, now_ms: u64) -> SplitWatermarks {
+        let split = SplitTime { max_event_ms: i64::MIN, last_read_ms: now_ms, finished: false };
+        SplitWatermarks { delay_ms, idle_timeout_ms, splits: vec![split; n_splits], emitted: i64::MIN }
+    }
+
+    /// Notes that `split` read rows up to event time `max_event_ms` at `now_ms`.
+    pub fn observe(&mut self, split: usize, max_event_ms: i64, now_ms: u64) {
+        let s = &mut self.splits[split];
+        s.max_event_ms = s.max_event_ms.max(max_event_ms);
+        s.last_read_ms = now_ms;
+    }
+
+    /// Notes that `split` read nothing new at `now_ms` but is alive (it does not become idle by being polled).
+    pub fn finish(&mut self, split: usize) {
+        self.splits[split].finished = true;
+    }
+
+    /// The new watermark if it advanced past the last one returned: the minimum over splits that are neither
+    /// finished nor idle; [`WATERMARK_END`] once every split finished. `None` when it did not advance (also
+    /// when every unfinished split is idle: an idle source holds nothing back and advances nothing).
+    pub fn advance(&mut self, now_ms: u64) -> Option<i64> {
+        let mut min: Option<i64> = None;
+        let mut all_finished = true;
+        for s in &self.splits {
+            if s.finished {
+                continue;
+            }
+            all_finished = false;
+            if now_ms.saturating_sub(s.last_read_ms) >= self.idle_timeout_ms && self.idle_timeout_ms > 0 {
+                continue;
+            }
+            let wm = s.max_event_ms.saturating_sub(self.delay_ms);
+            min = Some(min.map_or(wm, |m: i64| m.min(wm)));
+        }
+        let wm = if all_finished { WATERMARK_END } else { min? };
+        if wm > self.emitted {
+            self.emitted = wm;
+            Some(wm)
+        } else {
+            None
+        }
+    }
+
+    pub fn current(&self) -> i64 {
+        self.emitted
+    }
+}
+
+/// Combines the watermarks of several inputs (the exchange's producers) as their minimum.
+#[derive(Debug, Clone)]
+pub struct WatermarkCombiner {
+    inputs: Vec<i64>,
+    combined: i64,
+}
+
+impl WatermarkCombiner {
+    pub fn new(n_inputs: usize) -> WatermarkCombiner {
+        WatermarkCombiner { inputs: vec![i64::MIN; n_inputs], combined: i64::MIN }
+    }
+
+    /// Records input `i`'s watermark; returns the combined watermark if it advanced.
+    pub fn update(&mut self, i: usize, watermark: i64) -> Option<i64> {
+        if watermark > self.inputs[i] {
+            self.inputs[i] = watermark;
+        }
+        let min = *self.inputs.iter().min().expect("at least one input");
+        if min > self.combined {
+            self.combined = min;
+            Some(min)
+        } else {
+            None
+        }
+    }
+
+    pub fn current(&self) -> i64 {
+        self.combined
+    }
+
+    pub fn all_ended(&self) -> bool {
+        self.combined == WATERMARK_END
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn idle_splits_stop_holding_the_watermark_back() {
+        let mut w = SplitWatermarks::new(2, 1000, 5000, 0);
+        w.observe(0, 10_000, 0);
+        assert_eq!(w.advance(0), None, "split 1 has read nothing and is not idle yet");
+        w.observe(0, 10_000, 4_000);
+        assert_eq!(w.advance(4_999), None);
+        assert_eq!(w.advance(5_000), Some(9_000), "split 1 is idle after 5 s");
+        w.observe(1, 2_000, 6_000);
+        w.observe(0, 20_000, 6_000);
+        assert_eq!(w.advance(6_000), None, "split 1 is active again and holds the watermark at 1 s, below 9 s");
+        w.observe(1, 30_000, 7_000);
+        assert_eq!(w.advance(7_000), Some(19_000));
+        w.finish(0);
+        assert_eq!(w.advance(7_000), Some(29_000));
+        w.finish(1);
+        assert_eq!(w.advance(7_000), Some(WATERMARK_END));
+    }
+
+    proptest! {
+        /// The combined watermark is the minimum of the inputs' maxima, and never goes back.
+        #[test]
+        fn combiner_is_the_monotone_minimum(updates in proptest::collection::vec((0usize..3, -100i64..100), 0..100)) {
+            let mut c = WatermarkCombiner::new(3);
+            let mut maxima = [i64::MIN; 3];
+            let mut last = i64::MIN;
+            for (i, wm) in updates {
+                maxima[i] = maxima[i].max(wm);
+                let advanced = c.update(i, wm);
+                let want = *maxima.iter().min().unwrap();
+                prop_assert_eq!(c.current(), want.max(last));
+                prop_assert_eq!(advanced.is_some(), want > last);
+                last = c.current();
+            }
+        }
+    }
+}
