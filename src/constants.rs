@@ -8,6 +8,14 @@
 /// in L2 (4096 x 100 B = 400 KiB) and a watermark follows its data within microseconds.
 pub const SOURCE_BATCH_ROWS_MAX: usize = 4096;
 
+/// Bids the nexmark source draws (and whose `extra` it prefetches) before appending them: enough misses in
+/// flight to hide memory latency, few enough (2 lines each) that they stay in L1 until used.
+pub const NEXMARK_PREFETCH_BIDS: usize = 32;
+
+/// Batch buffers each thread keeps for reuse. Reusing a buffer spares the allocator a large allocation per
+/// batch and the kernel a page fault per 4 KiB of it.
+pub const BATCH_BUFFERS_POOLED_MAX: usize = 16;
+
 /// Rows in one exchange batch before it is flushed to the destination shard. Same reasoning as the source batch.
 pub const EXCHANGE_BATCH_ROWS_MAX: usize = 4096;
 

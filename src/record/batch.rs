@@ -13,6 +13,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Serialize};
 
 use super::types::{DataType, Datum, Storage};
+use crate::constants::{BATCH_BUFFERS_POOLED_MAX, BATCH_BYTES_MAX};
 
 /// One column's values. Null rows hold a default value in `data` and a set bit in `nulls`.
 #[derive(Archive, Serialize, Debug, Default)]
@@ -45,10 +46,35 @@ pub struct Batch {
 }
 
 /// A serialized batch: an rkyv archive of [`Batch`] in an aligned buffer. Moving it moves a pointer.
+/// Dropping it gives the buffer to the dropping thread's pool for the next batch built there.
 #[derive(Debug)]
 pub struct BatchBuf {
     bytes: AlignedVec,
     n_rows: u32,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Vec<AlignedVec>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn pooled_buffer() -> AlignedVec {
+    BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default()
+}
+
+impl Drop for BatchBuf {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        if bytes.capacity() == 0 || bytes.capacity() > 2 * BATCH_BYTES_MAX {
+            return;
+        }
+        bytes.clear();
+        BUFFERS.with(|b| {
+            let mut pool = b.borrow_mut();
+            if pool.len() < BATCH_BUFFERS_POOLED_MAX {
+                pool.push(bytes);
+            }
+        });
+    }
 }
 
 impl BatchBuf {
@@ -206,7 +232,8 @@ impl BatchBuilder {
     /// Serializes the rows built so far into a [`BatchBuf`] and starts a new, empty batch.
     pub fn finish(&mut self) -> BatchBuf {
         assert!(self.columns_consistent(), "a batch was finished in the middle of a row");
-        let bytes = rkyv::to_bytes::<rancor::Error>(&self.batch).expect("serializing into memory cannot fail");
+        let bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.batch, pooled_buffer())
+            .expect("serializing into memory cannot fail");
         let n_rows = self.batch.n_rows;
         self.clear();
         BatchBuf { bytes, n_rows }
