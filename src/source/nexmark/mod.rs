@@ -22,13 +22,14 @@ const COL_URL: usize = 4;
 const COL_DATE_TIME: usize = 5;
 const COL_EXTRA: usize = 6;
 
-/// Asks the CPU to bring the cache lines of `bytes` closer (first and last line: `extra` spans at most two).
+/// Asks the CPU to bring the cache lines of `len` bytes at `at` closer (the first and the last line: `extra`
+/// spans at most two).
 #[inline]
-fn prefetch(bytes: &[u8]) {
+fn prefetch(at: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let (first, last) = (bytes.as_ptr(), bytes.as_ptr().wrapping_add(bytes.len().saturating_sub(1)));
+        let (first, last) = (at, at.wrapping_add(len.saturating_sub(1)));
         // SAFETY: a prefetch is a hint: it never faults and never changes memory, whatever the address.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(first.cast());
@@ -36,7 +37,7 @@ fn prefetch(bytes: &[u8]) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
+    let _ = (at, len);
 }
 
 /// One split of the bid stream.
@@ -112,7 +113,10 @@ impl NexmarkSplit {
             while chunk.len() < NEXMARK_PREFETCH_BIDS && n + chunk.len() < max && self.next < self.end {
                 let bid = self.generator.bid(self.next);
                 if self.used[COL_EXTRA] {
-                    prefetch(bid.extra);
+                    prefetch(bid.extra.as_ptr(), bid.extra.len());
+                }
+                if self.used[COL_CHANNEL] || self.used[COL_URL] {
+                    prefetch(bid.channel_addr(), 1);
                 }
                 chunk.push(bid);
                 self.next += self.stride;
@@ -122,8 +126,8 @@ impl NexmarkSplit {
                 out.push_int(COL_AUCTION, if u[COL_AUCTION] { bid.auction } else { 0 });
                 out.push_int(COL_BIDDER, if u[COL_BIDDER] { bid.bidder } else { 0 });
                 out.push_int(COL_PRICE, if u[COL_PRICE] { bid.price } else { 0 });
-                out.push_str(COL_CHANNEL, if u[COL_CHANNEL] { bid.channel.as_bytes() } else { b"" });
-                out.push_str(COL_URL, if u[COL_URL] { bid.url.as_bytes() } else { b"" });
+                out.push_str(COL_CHANNEL, if u[COL_CHANNEL] { bid.channel().as_bytes() } else { b"" });
+                out.push_str(COL_URL, if u[COL_URL] { bid.url().as_bytes() } else { b"" });
                 out.push_int(COL_DATE_TIME, bid.date_time_ms);
                 out.push_str(COL_EXTRA, if u[COL_EXTRA] { bid.extra } else { b"" });
                 out.end_row();
