@@ -4,4 +4,5 @@
 pub mod accumulator;
 pub mod calc;
 pub mod key;
+pub mod keyed;
 pub mod window_agg;

@@ -10,9 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::accumulator::{merge_rows, new_row, AccRow};
+use super::accumulator::{merge_rows, new_row, Acc, AccRow};
+use super::keyed::KeyedAccs;
 use super::calc::run_calc;
-use super::key::{decode_key_into, encode_key};
+use super::key::{decode_key_into, encode_key, key_hash};
 use crate::constants::EXCHANGE_BATCH_ROWS_MAX;
 use crate::record::types::{DataType, Datum};
 use crate::record::{BatchBuf, BatchBuilder, BatchView};
@@ -45,7 +46,9 @@ pub struct WindowAggregator {
     key_types: Vec<DataType>,
     watermark: i64,
     /// Slice end → key → accumulators (tumble, hop, cumulate).
-    slices: BTreeMap<i64, KeyMap<AccRow>>,
+    slices: BTreeMap<i64, KeyedAccs>,
+    /// Keys and mean key bytes of the largest slice fired so far: the size new slices start with.
+    largest_slice: (usize, usize),
     /// Ends of windows that hold data and have not fired.
     pending_window_ends: BTreeSet<i64>,
     /// Key → open sessions, ordered by start.
@@ -65,6 +68,7 @@ impl WindowAggregator {
             key_types: plan.input.types()[..plan.n_keys].to_vec(),
             watermark: i64::MIN,
             slices: BTreeMap::new(),
+            largest_slice: (0, 0),
             pending_window_ends: BTreeSet::new(),
             sessions: key_map(),
             session_timers: BTreeSet::new(),
@@ -83,7 +87,7 @@ impl WindowAggregator {
 
     /// Number of (slice or session, key) entries held: the operator's state size.
     pub fn state_entries(&self) -> usize {
-        self.slices.values().map(HashMap::len).sum::<usize>() + self.session_timers.len()
+        self.slices.values().map(KeyedAccs::len).sum::<usize>() + self.session_timers.len()
     }
 
     /// Adds the rows of a batch of `plan.input` rows.
@@ -104,7 +108,7 @@ impl WindowAggregator {
         }
     }
 
-    fn update_row(plan: &WindowAggPlan, accs: &mut AccRow, view: &BatchView<'_>, row: usize, scratch: &mut Vec<u8>) {
+    fn update_row(plan: &WindowAggPlan, accs: &mut [Acc], view: &BatchView<'_>, row: usize, scratch: &mut Vec<u8>) {
         for (acc, call) in accs.iter_mut().zip(&plan.aggs) {
             acc.update(call.arg.map(|c| view.datum(c, row)), scratch);
         }
@@ -117,18 +121,17 @@ impl WindowAggregator {
             self.stats.late_records += 1;
             return;
         }
+        let n_aggs = self.plan.aggs.len();
         let slice = match self.slices.get_mut(&slice_end) {
             Some(s) => s,
             None => {
                 let wm = self.watermark;
                 self.pending_window_ends.extend(spec.window_ends(slice_end).filter(|e| e - 1 > wm));
-                self.slices.entry(slice_end).or_insert_with(key_map)
+                let (n_keys, key_bytes) = self.largest_slice;
+                self.slices.entry(slice_end).or_insert_with(|| KeyedAccs::with_capacity(n_aggs, n_keys, key_bytes))
             }
         };
-        let accs = match slice.get_mut(self.key_buf.as_slice()) {
-            Some(a) => a,
-            None => slice.entry(self.key_buf.as_slice().into()).or_insert_with(|| new_row(&self.plan.aggs)),
-        };
+        let accs = slice.row_mut(key_hash(&self.key_buf), &self.key_buf, &self.plan.aggs);
         Self::update_row(&self.plan, accs, view, row, &mut self.scratch);
     }
 
@@ -188,27 +191,25 @@ impl WindowAggregator {
             self.pending_window_ends.pop_first();
             let window = spec.window_of_end(end);
             self.stats.windows_fired += 1;
+            if let Some(slice) = self.slices.get(&end) {
+                if slice.len() > self.largest_slice.0 {
+                    self.largest_slice = (slice.len(), slice.mean_key_bytes());
+                }
+            }
             if let WindowSpec::Tumble { .. } = spec {
                 if let Some(slice) = self.slices.remove(&end) {
-                    for (key, accs) in &slice {
+                    for (_, key, accs) in slice.iter() {
                         self.emit_row(key, window, accs, emit);
                     }
                 }
                 continue;
             }
             let (first, last) = spec.slices_of_window(end);
-            let mut merged: KeyMap<AccRow> = key_map();
+            let mut merged = KeyedAccs::new(self.plan.aggs.len());
             for (_, slice) in self.slices.range(first..=last) {
-                for (key, accs) in slice {
-                    match merged.get_mut(key) {
-                        Some(m) => merge_rows(m, accs),
-                        None => {
-                            merged.insert(key.clone(), accs.clone());
-                        }
-                    }
-                }
+                merged.merge_from(slice, &self.plan.aggs);
             }
-            for (key, accs) in &merged {
+            for (_, key, accs) in merged.iter() {
                 self.emit_row(key, window, accs, emit);
             }
             // Slices whose last window was this one are no longer needed.
@@ -238,7 +239,7 @@ impl WindowAggregator {
         }
     }
 
-    fn emit_row(&mut self, key: &[u8], window: Window, accs: &AccRow, emit: &mut dyn FnMut(BatchBuf)) {
+    fn emit_row(&mut self, key: &[u8], window: Window, accs: &[Acc], emit: &mut dyn FnMut(BatchBuf)) {
         let n = self.plan.n_keys;
         decode_key_into(key, &self.key_types, &mut self.agg_out);
         self.agg_out.push_int(n, window.start);
