@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "shardflow", version, about = "Runs Flink SQL stream processing jobs from a config file, one executor per core.")]
+#[command(
+    name = "shardflow",
+    version,
+    about = "Runs Flink SQL stream processing jobs from a config file, one executor per core."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,12 +42,15 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
         .init();
     let result = match &cli.command {
-        Command::Check { config } => shardflow::daemon::prepare(config).map(|p| print!("{}", shardflow::daemon::describe(&p))),
+        Command::Check { config } => {
+            shardflow::daemon::prepare(config).map(|p| print!("{}", shardflow::daemon::describe(&p)))
+        }
         Command::Run { config } => shardflow::daemon::run(config),
     };
     match result {

@@ -13,7 +13,12 @@ const GOOD_SQL: &str = "INSERT INTO out\nSELECT k, TUMBLE_START(ts, INTERVAL '10
 /// A config with one events source and one file sink, its text passed through `edit`.
 fn config(dir: &TempDir, sql: &str, edit: impl Fn(String) -> String) -> std::path::PathBuf {
     write_file(&dir.join("in.jsonl"), b"{\"k\":\"a\",\"v\":1,\"ts\":1000}\n");
-    let c = Config::single_job(1, FileSource::events("ev", dir.join("in.jsonl")), FileSink::new("out", dir.join("out")), sql);
+    let c = Config::single_job(
+        1,
+        FileSource::events("ev", dir.join("in.jsonl")),
+        FileSink::new("out", dir.join("out")),
+        sql,
+    );
     let path = dir.join("job.toml");
     write_file(&path, edit(c.to_toml()).as_bytes());
     path
@@ -113,15 +118,22 @@ fn late_events_are_dropped_and_counted() {
     lines += "{\"k\":\"a\",\"v\":1,\"ts\":5000}\n";
     write_file(&dir.join("in.jsonl"), lines.as_bytes());
     let sql = "INSERT INTO out SELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end";
-    let c = Config::single_job(1, FileSource::events("ev", dir.join("in.jsonl")), FileSink::new("out", dir.join("out")), sql);
+    let c = Config::single_job(
+        1,
+        FileSource::events("ev", dir.join("in.jsonl")),
+        FileSink::new("out", dir.join("out")),
+        sql,
+    );
     let out = shardflow_run(&c.write(&dir.join("job.toml")));
     out.assert_code(0, &dir);
-    let want = vec![
-        json!({"window_start": format_ts(0), "n": 3}),
-        json!({"window_start": format_ts(20_000), "n": n_filler}),
-    ];
+    let want =
+        vec![json!({"window_start": format_ts(0), "n": 3}), json!({"window_start": format_ts(20_000), "n": n_filler})];
     assert_rows_match("late", &read_output_rows(&dir.join("out")), &want, &dir);
-    assert!(out.stderr.contains(&format!("{} records in", n_filler + 4)) && out.stderr.contains("1 late"), "{}", out.describe());
+    assert!(
+        out.stderr.contains(&format!("{} records in", n_filler + 4)) && out.stderr.contains("1 late"),
+        "{}",
+        out.describe()
+    );
 }
 
 /// With `dead_letter` set, bad records go to that sink with their file, line and error.
@@ -130,15 +142,29 @@ fn bad_records_go_to_the_dead_letter_sink() {
     let dir = TempDir::new("dead-letter");
     write_file(&dir.join("in.jsonl"), b"{\"k\":\"a\",\"v\":1,\"ts\":1000}\n{oops\n{\"k\":\"b\",\"v\":\"two\",\"ts\":1000}\n{\"k\":\"c\",\"v\":3,\"ts\":2000}\n");
     let sql = "INSERT INTO out SELECT k, v FROM ev";
-    let c = Config::single_job(1, FileSource::events("ev", dir.join("in.jsonl")), FileSink::new("out", dir.join("out")), sql);
+    let c = Config::single_job(
+        1,
+        FileSource::events("ev", dir.join("in.jsonl")),
+        FileSink::new("out", dir.join("out")),
+        sql,
+    );
     let toml = c.to_toml() + "dead_letter = \"dl\"\n\n[sinks.dl]\nconnector = \"file\"\npath = \"dl\"\n";
     // `dead_letter` must land in [sources.ev]: move it there.
-    let toml = toml.replace("dead_letter = \"dl\"\n", "").replacen("format = \"json\"\n", "format = \"json\"\ndead_letter = \"dl\"\n", 1);
+    let toml = toml.replace("dead_letter = \"dl\"\n", "").replacen(
+        "format = \"json\"\n",
+        "format = \"json\"\ndead_letter = \"dl\"\n",
+        1,
+    );
     let cfg = dir.join("job.toml");
     write_file(&cfg, toml.as_bytes());
     let out = shardflow_run(&cfg);
     out.assert_code(0, &dir);
-    assert_rows_match("good rows", &read_output_rows(&dir.join("out")), &[json!({"k": "a", "v": 1}), json!({"k": "c", "v": 3})], &dir);
+    assert_rows_match(
+        "good rows",
+        &read_output_rows(&dir.join("out")),
+        &[json!({"k": "a", "v": 1}), json!({"k": "c", "v": 3})],
+        &dir,
+    );
     let dead = read_output_rows(&dir.join("dl"));
     assert_eq!(dead.len(), 2, "{dead:?}");
     let mut lines: Vec<i64> = dead.iter().map(|r| r["line"].as_i64().unwrap()).collect();
@@ -166,7 +192,12 @@ fn stateless_sql_computes_exact_rows() {
                v IN (7, 12) AS i, v BETWEEN -5 AND 8 AS b, CHAR_LENGTH(k) AS n, SUBSTRING(k FROM 2 FOR 3) AS s, \
                ABS(v) AS av, CAST(ts AS VARCHAR) AS t, ts + INTERVAL '1' MINUTE AS t2, COALESCE(v, 0) AS z \
                FROM ev WHERE k <> 'date' OR v IS NULL";
-    let c = Config::single_job(1, FileSource::events("ev", dir.join("in.jsonl")), FileSink::new("out", dir.join("out")), sql);
+    let c = Config::single_job(
+        1,
+        FileSource::events("ev", dir.join("in.jsonl")),
+        FileSink::new("out", dir.join("out")),
+        sql,
+    );
     let out = shardflow_run(&c.write(&dir.join("job.toml")));
     out.assert_code(0, &dir);
     let want = vec![

@@ -42,7 +42,14 @@ mod tests {
 
     #[test]
     fn parses_durations() {
-        for (text, us) in [("500ms", 500_000), ("10s", 10_000_000), ("2m", 120_000_000), ("1h", 3_600_000_000), ("0.5s", 500_000), ("250us", 250)] {
+        for (text, us) in [
+            ("500ms", 500_000),
+            ("10s", 10_000_000),
+            ("2m", 120_000_000),
+            ("1h", 3_600_000_000),
+            ("0.5s", 500_000),
+            ("250us", 250),
+        ] {
             assert_eq!(parse_duration_us(text), Ok(us), "{text}");
         }
         for bad in ["10", "ten s", "5 parsecs", ""] {

@@ -180,8 +180,9 @@ impl Config {
         let sources = root
             .table("sources")
             .map(|t| t.and_then(|t| named_tables(t, "sources", &mut errors, |s, e| source_config(s, &base, e))));
-        let sinks =
-            root.table("sinks").map(|t| t.and_then(|t| named_tables(t, "sinks", &mut errors, |s, e| sink_config(s, &base, e))));
+        let sinks = root
+            .table("sinks")
+            .map(|t| t.and_then(|t| named_tables(t, "sinks", &mut errors, |s, e| sink_config(s, &base, e))));
         root.allow(&["jobs"]);
         let jobs = jobs_config(&table, text, &mut errors);
         errors.extend(root.unknown_keys("the config file"));
@@ -236,7 +237,8 @@ fn named_tables<T>(
                     out.insert(name.clone(), v);
                 }
             }
-            other => errors.push(ConfigError::new(path, format!("must be a table ([{what}.{name}]), not {}", other.type_str()))),
+            other => errors
+                .push(ConfigError::new(path, format!("must be a table ([{what}.{name}]), not {}", other.type_str()))),
         }
     }
     Some(out)
@@ -291,7 +293,10 @@ fn runtime_config(table: &toml::Table, base: &Path, errors: &mut Vec<ConfigError
         Some(k) => k as u32,
     };
     if (key_groups as usize) < cores {
-        errors.push(s.error("key_groups", format!("is {key_groups}, fewer than the {cores} shards; raise it to at least the core count")));
+        errors.push(s.error(
+            "key_groups",
+            format!("is {key_groups}, fewer than the {cores} shards; raise it to at least the core count"),
+        ));
     }
     let state_dir = collect(s.str("state_dir"), errors).flatten().map(|p| base.join(p));
     errors.extend(s.unknown_keys("[runtime]"));
@@ -302,14 +307,17 @@ fn source_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>)
     let name = s.path().trim_start_matches("sources.").to_string();
     let connector = collect(s.required_str("connector", "\"file\""), errors);
     let watermark = collect(s.str("watermark"), errors).flatten().map(str::to_string);
-    let idle_timeout_ms = collect(s.duration_us("idle_timeout"), errors).flatten().map_or(SOURCE_IDLE_TIMEOUT_DEFAULT_MS, |us| us / 1000);
+    let idle_timeout_ms =
+        collect(s.duration_us("idle_timeout"), errors).flatten().map_or(SOURCE_IDLE_TIMEOUT_DEFAULT_MS, |us| us / 1000);
     let dead_letter = collect(s.str("dead_letter"), errors).flatten().map(str::to_string);
     let built = match connector {
         None => None,
         Some("nexmark") => Some(nexmark_source(&mut s, errors)),
         Some("file") => file_source(&mut s, base, errors),
         Some(other) => {
-            errors.push(s.error("connector", format!("`{other}` is not a source connector; use \"nexmark\" or \"file\"")));
+            errors.push(
+                s.error("connector", format!("`{other}` is not a source connector; use \"nexmark\" or \"file\"")),
+            );
             return None;
         }
     };
@@ -373,7 +381,10 @@ fn sink_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -
         }
         "blackhole" => SinkConnector::Blackhole,
         other => {
-            errors.push(s.error("connector", format!("`{other}` is not a sink connector; use \"file\", \"stdout\" or \"blackhole\"")));
+            errors.push(s.error(
+                "connector",
+                format!("`{other}` is not a sink connector; use \"file\", \"stdout\" or \"blackhole\""),
+            ));
             return None;
         }
     };
@@ -473,10 +484,18 @@ INSERT INTO out SELECT symbol FROM trades
             assert!(errs.iter().any(|e| e.contains(want)), "want {want:?} in {errs:#?}");
             assert!(errs.iter().all(|e| e.starts_with("/etc/job.toml: ")), "{errs:#?}");
         };
-        check("path = \"in.jsonl\"", "pathh = \"in.jsonl\"", "sources.trades.pathh: unknown key for a file source; did you mean `path`?");
+        check(
+            "path = \"in.jsonl\"",
+            "pathh = \"in.jsonl\"",
+            "sources.trades.pathh: unknown key for a file source; did you mean `path`?",
+        );
         check("key_groups = 16", "key_group = 16", "runtime.key_group: unknown key");
         check("cores = 1", "cores = \"two\"", "runtime.cores: must be a non-negative integer, not string");
-        check("connector = \"file\"\npath = \"out\"", "connector = \"kafka\"", "sinks.out.connector: `kafka` is not a sink connector");
+        check(
+            "connector = \"file\"\npath = \"out\"",
+            "connector = \"kafka\"",
+            "sinks.out.connector: `kafka` is not a sink connector",
+        );
         check("qty BIGINT", "qty BIGNUM", "sources.trades.schema: column `qty` has unsupported type");
         check("name = \"volume\"", "nme = \"volume\"", "jobs[0].nme: unknown key for a job; did you mean `name`?");
         check("[runtime]", "[runtim]", "runtim: unknown key for the config file");

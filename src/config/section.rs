@@ -102,12 +102,7 @@ impl<'a> Section<'a> {
 
 /// The allowed key nearest to `key` by edit distance, if it is close enough to be a typo.
 fn closest<'k>(key: &str, allowed: &[&'k str]) -> Option<&'k str> {
-    allowed
-        .iter()
-        .map(|a| (edit_distance(key, a), *a))
-        .filter(|(d, a)| *d <= 2.max(a.len() / 4))
-        .min()
-        .map(|(_, a)| a)
+    allowed.iter().map(|a| (edit_distance(key, a), *a)).filter(|(d, a)| *d <= 2.max(a.len() / 4)).min().map(|(_, a)| a)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -108,7 +108,11 @@ pub fn describe(p: &Prepared) -> String {
     let c = &p.config;
     let mut s = String::new();
     let _ = writeln!(s, "config {}: valid", c.file.display());
-    let _ = writeln!(s, "runtime: {} shard(s) on CPUs {:?}, {} key groups", c.runtime.cores, c.runtime.cpus, c.runtime.key_groups);
+    let _ = writeln!(
+        s,
+        "runtime: {} shard(s) on CPUs {:?}, {} key groups",
+        c.runtime.cores, c.runtime.cpus, c.runtime.key_groups
+    );
     for job in &p.jobs {
         let plan = &job.plan;
         let source = &c.sources[&plan.source];
@@ -128,10 +132,24 @@ pub fn describe(p: &Prepared) -> String {
         let _ = writeln!(s, "  calc: {}", plan.calc);
         if let Some(w) = &plan.window {
             let keys: Vec<&str> = w.input.fields[..w.n_keys].iter().map(|f| f.name.as_str()).collect();
-            let route = if keys.is_empty() { "one key group (no key)".to_string() } else { format!("hash({})", keys.join(", ")) };
-            let _ = writeln!(s, "  exchange: {route} -> {} key groups -> {} shard(s)", c.runtime.key_groups, c.runtime.cores);
+            let route = if keys.is_empty() {
+                "one key group (no key)".to_string()
+            } else {
+                format!("hash({})", keys.join(", "))
+            };
+            let _ = writeln!(
+                s,
+                "  exchange: {route} -> {} key groups -> {} shard(s)",
+                c.runtime.key_groups, c.runtime.cores
+            );
             let aggs: Vec<&str> = w.aggs.iter().map(|a| a.text.as_str()).collect();
-            let _ = writeln!(s, "  window aggregate: {}, keys [{}], aggregates [{}]", w.spec, keys.join(", "), aggs.join(", "));
+            let _ = writeln!(
+                s,
+                "  window aggregate: {}, keys [{}], aggregates [{}]",
+                w.spec,
+                keys.join(", "),
+                aggs.join(", ")
+            );
             let _ = writeln!(s, "  calc: {}", w.post);
         }
         let target = match &sink.connector {
@@ -196,7 +214,12 @@ fn build_graph(p: &Prepared) -> Result<JobGraph, DaemonError> {
         for s in std::iter::once(&sink).chain(dead_letter.iter()) {
             if let SinkConnector::File { path } = &s.connector {
                 std::fs::create_dir_all(path).map_err(|e| {
-                    DaemonError::Runtime(format!("{}: sinks.{}.path: cannot create {}: {e}", c.file.display(), s.name, path.display()))
+                    DaemonError::Runtime(format!(
+                        "{}: sinks.{}.path: cannot create {}: {e}",
+                        c.file.display(),
+                        s.name,
+                        path.display()
+                    ))
                 })?;
             }
         }
@@ -260,7 +283,9 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
                 }
                 last = now;
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break Err("the shards stopped without a result".into()),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                break Err("the shards stopped without a result".into())
+            }
         }
     };
     let _ = runner.join();

@@ -14,8 +14,14 @@ pub enum Acc {
     /// Boxed: a set is large, and most aggregates are not distinct counts; keeping `Acc` small keeps more
     /// accumulators per cache line.
     CountDistinct(Box<HashSet<Box<[u8]>>>),
-    SumInt { sum: i64, n: i64 },
-    SumDouble { sum: f64, n: i64 },
+    SumInt {
+        sum: i64,
+        n: i64,
+    },
+    SumDouble {
+        sum: f64,
+        n: i64,
+    },
     Min(Option<Value>),
     Max(Option<Value>),
 }

@@ -24,7 +24,13 @@ pub fn encode_datum(d: &Datum<'_>, out: &mut Vec<u8>) {
         }
         Datum::Double(v) => {
             out.push(TAG_DOUBLE);
-            let v = if *v == 0.0 { 0.0 } else if v.is_nan() { f64::NAN } else { *v };
+            let v = if *v == 0.0 {
+                0.0
+            } else if v.is_nan() {
+                f64::NAN
+            } else {
+                *v
+            };
             out.extend_from_slice(&v.to_bits().to_le_bytes());
         }
         Datum::Bool(b) => {
@@ -63,7 +69,9 @@ pub fn decode_key_into(mut key: &[u8], types: &[DataType], out: &mut BatchBuilde
         match *tag {
             TAG_NULL => out.push_null(col),
             TAG_INT => out.push_int(col, i64::from_le_bytes(take(&mut key, 8).try_into().expect("8 bytes"))),
-            TAG_DOUBLE => out.push_double(col, f64::from_bits(u64::from_le_bytes(take(&mut key, 8).try_into().expect("8 bytes")))),
+            TAG_DOUBLE => {
+                out.push_double(col, f64::from_bits(u64::from_le_bytes(take(&mut key, 8).try_into().expect("8 bytes"))))
+            }
             TAG_BOOL => out.push_bool(col, take(&mut key, 1)[0] != 0),
             _ => {
                 let len = u32::from_le_bytes(take(&mut key, 4).try_into().expect("4 bytes")) as usize;

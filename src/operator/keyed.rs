@@ -104,7 +104,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn count() -> Vec<AggCall> {
-        vec![AggCall { kind: AggKind::Count, arg: None, arg_ty: None, distinct: false, ty: DataType::BigInt, text: "COUNT(*)".into() }]
+        vec![AggCall {
+            kind: AggKind::Count,
+            arg: None,
+            arg_ty: None,
+            distinct: false,
+            ty: DataType::BigInt,
+            text: "COUNT(*)".into(),
+        }]
     }
 
     proptest! {

@@ -11,9 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::accumulator::{merge_rows, new_row, Acc, AccRow};
-use super::keyed::KeyedAccs;
 use super::calc::run_calc;
 use super::key::{decode_key_into, encode_key, key_hash};
+use super::keyed::KeyedAccs;
 use crate::constants::EXCHANGE_BATCH_ROWS_MAX;
 use crate::record::types::{DataType, Datum};
 use crate::record::{BatchBuf, BatchBuilder, BatchView};
@@ -263,10 +263,17 @@ impl WindowAggregator {
         let view = fired.view();
         let out = &mut self.out;
         let mut emitted = 0u64;
-        run_calc(&self.plan.post, &view, 0..view.n_rows(), out, |b| b.n_rows() >= EXCHANGE_BATCH_ROWS_MAX, |b| {
-            emitted += b.n_rows() as u64;
-            emit(b.finish());
-        });
+        run_calc(
+            &self.plan.post,
+            &view,
+            0..view.n_rows(),
+            out,
+            |b| b.n_rows() >= EXCHANGE_BATCH_ROWS_MAX,
+            |b| {
+                emitted += b.n_rows() as u64;
+                emit(b.finish());
+            },
+        );
         if !out.is_empty() {
             emitted += out.n_rows() as u64;
             emit(out.finish());

@@ -29,13 +29,23 @@ impl ShardId {
 /// What travels on a lane, for one job.
 #[derive(Debug)]
 pub enum Message {
-    Batch { job: u16, batch: BatchBuf },
+    Batch {
+        job: u16,
+        batch: BatchBuf,
+    },
     /// The producer's event time for this job: it will send no row older than this.
-    Watermark { job: u16, watermark: i64 },
+    Watermark {
+        job: u16,
+        watermark: i64,
+    },
     /// The producer will send nothing more for this job.
-    EndOfInput { job: u16 },
+    EndOfInput {
+        job: u16,
+    },
     /// Reserved for aligned checkpoint barriers: the producer's rows of earlier epochs are all before it.
-    Barrier { epoch: u64 },
+    Barrier {
+        epoch: u64,
+    },
 }
 
 /// Wakes one parked shard. Ringing costs an atomic swap unless the shard is parked.

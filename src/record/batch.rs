@@ -29,7 +29,10 @@ pub enum ColumnData {
     Double(Vec<f64>),
     Bool(Vec<bool>),
     /// Row `i` is `bytes[ends[i-1]..ends[i]]` (with `ends[-1]` = 0).
-    Str { ends: Vec<u32>, bytes: Vec<u8> },
+    Str {
+        ends: Vec<u32>,
+        bytes: Vec<u8>,
+    },
 }
 
 impl Default for ColumnData {

@@ -426,7 +426,9 @@ mod tests {
         let (mut d, mut b) = decoder();
         d.decode_into(br#"{"k":"a\nb","v":-5,"px":100,"ok":false,"ts":1767225600123}"#, &mut b).unwrap();
         let buf = b.finish();
-        let enc = JsonEncoder::new(&Schema::parse("k VARCHAR, v BIGINT, px DOUBLE, ok BOOLEAN, ts TIMESTAMP(3), i INT").unwrap());
+        let enc = JsonEncoder::new(
+            &Schema::parse("k VARCHAR, v BIGINT, px DOUBLE, ok BOOLEAN, ts TIMESTAMP(3), i INT").unwrap(),
+        );
         let mut out = Vec::new();
         enc.encode_row(&buf.view(), 0, &mut out);
         assert_eq!(
@@ -437,7 +439,15 @@ mod tests {
 
     #[test]
     fn writes_doubles_like_java() {
-        for (v, want) in [(100.0, "100.0"), (0.908, "0.908"), (1e7, "1.0E7"), (1.5e-4, "1.5E-4"), (-0.5, "-0.5"), (0.0, "0.0"), (123456.75, "123456.75")] {
+        for (v, want) in [
+            (100.0, "100.0"),
+            (0.908, "0.908"),
+            (1e7, "1.0E7"),
+            (1.5e-4, "1.5E-4"),
+            (-0.5, "-0.5"),
+            (0.0, "0.0"),
+            (123456.75, "123456.75"),
+        ] {
             let mut out = Vec::new();
             write_json_double(v, &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), want);

@@ -99,10 +99,7 @@ impl Schema {
             let part = part.trim();
             let mut words = part.split_whitespace();
             let (Some(name), Some(ty)) = (words.next(), words.next()) else {
-                return Err(format!(
-                    "column {} (`{part}`) must be `name TYPE`, e.g. `qty BIGINT`",
-                    idx + 1
-                ));
+                return Err(format!("column {} (`{part}`) must be `name TYPE`, e.g. `qty BIGINT`", idx + 1));
             };
             let rest: Vec<&str> = words.collect();
             let ty_text = std::iter::once(ty).chain(rest.iter().copied()).collect::<Vec<_>>().join(" ");

@@ -24,7 +24,10 @@ use routing::RoutingTable;
 #[derive(Debug, Clone)]
 pub enum SplitSpec {
     /// Split `split` of `n_splits` of a nexmark stream.
-    Nexmark { split: u64, n_splits: u64 },
+    Nexmark {
+        split: u64,
+        n_splits: u64,
+    },
     File(PathBuf),
 }
 

@@ -25,9 +25,8 @@ impl RoutingTable {
     /// The initial assignment: contiguous ranges of key groups per shard, as Flink assigns them.
     pub fn new(key_groups: u32, n_shards: usize) -> RoutingTable {
         assert!(n_shards >= 1 && key_groups as usize >= n_shards);
-        let owners = (0..key_groups as usize)
-            .map(|kg| AtomicU16::new((kg * n_shards / key_groups as usize) as u16))
-            .collect();
+        let owners =
+            (0..key_groups as usize).map(|kg| AtomicU16::new((kg * n_shards / key_groups as usize) as u16)).collect();
         RoutingTable { owners }
     }
 

@@ -111,9 +111,16 @@ pub struct ShardTask {
 
 type ShardResult<T> = Result<T, String>;
 
-fn sink_writer(cfg: &crate::config::SinkConfig, writer: &str, shard: usize, schema: &crate::record::Schema) -> SinkWriter {
+fn sink_writer(
+    cfg: &crate::config::SinkConfig,
+    writer: &str,
+    shard: usize,
+    schema: &crate::record::Schema,
+) -> SinkWriter {
     match &cfg.connector {
-        crate::config::SinkConnector::File { path } => SinkWriter::File(FileSinkWriter::new(path, writer, shard, schema)),
+        crate::config::SinkConnector::File { path } => {
+            SinkWriter::File(Box::new(FileSinkWriter::new(path, writer, shard, schema)))
+        }
         crate::config::SinkConnector::Stdout => SinkWriter::stdout(schema),
         crate::config::SinkConnector::Blackhole => SinkWriter::Blackhole,
     }
@@ -139,7 +146,7 @@ impl ShardTask {
                     *n_splits,
                     &used,
                 )),
-                SplitSpec::File(path) => Split::File(FileSplit::new(path.clone(), spec.source.schema.clone())),
+                SplitSpec::File(path) => Split::File(Box::new(FileSplit::new(path.clone(), spec.source.schema.clone()))),
             })
             .collect();
         let n = graph.n_shards();
@@ -155,11 +162,11 @@ impl ShardTask {
             staged: BatchBuilder::new(&w.input.types()),
             late_reported: 0,
         });
-        let dead_letter = spec.dead_letter.as_ref().map(|cfg| {
-            sink_writer(cfg, &format!("deadletter-{}", spec.name), id.idx(), &dead_letter_schema())
-        });
+        let dead_letter = spec
+            .dead_letter
+            .as_ref()
+            .map(|cfg| sink_writer(cfg, &format!("deadletter-{}", spec.name), id.idx(), &dead_letter_schema()));
         JobState {
-
             split_done: vec![false; splits.len()],
             watermarks: SplitWatermarks::new(splits.len(), delay, spec.source.idle_timeout_ms, 0),
             splits,
@@ -274,7 +281,7 @@ impl ShardTask {
                 w.agg.process(&batch.view());
                 let late = w.agg.stats.late_records;
                 let graph = self.graph.clone();
-        let spec = &graph.jobs[job as usize];
+                let spec = &graph.jobs[job as usize];
                 spec.metrics.late_records.fetch_add(late - w.late_reported, Ordering::Relaxed);
                 w.late_reported = late;
                 Ok(())

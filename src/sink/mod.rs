@@ -29,7 +29,7 @@ impl fmt::Display for SinkError {
 impl std::error::Error for SinkError {}
 
 pub enum SinkWriter {
-    File(file::FileSinkWriter),
+    File(Box<file::FileSinkWriter>),
     Stdout { encoder: JsonEncoder, buf: Vec<u8> },
     Blackhole,
 }

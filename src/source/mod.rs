@@ -29,7 +29,7 @@ impl std::error::Error for SourceError {}
 /// One split of a source, assigned to one shard.
 pub enum Split {
     Nexmark(nexmark::NexmarkSplit),
-    File(file::FileSplit),
+    File(Box<file::FileSplit>),
 }
 
 impl Split {

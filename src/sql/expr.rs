@@ -183,13 +183,15 @@ fn like_match(parts: &[LikePart], s: &[u8]) -> bool {
 
 fn utf8_char_len(s: &[u8]) -> Option<usize> {
     let b = *s.first()?;
-    Some(match b {
-        0..=0x7f => 1,
-        0xc0..=0xdf => 2,
-        0xe0..=0xef => 3,
-        _ => 4,
-    }
-    .min(s.len()))
+    Some(
+        match b {
+            0..=0x7f => 1,
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            _ => 4,
+        }
+        .min(s.len()),
+    )
 }
 
 /// A bound, typed expression.
@@ -422,9 +424,7 @@ pub fn compare(a: &Datum<'_>, b: &Datum<'_>) -> Option<std::cmp::Ordering> {
         (Datum::Null, _) | (_, Datum::Null) => None,
         (Datum::Int(x), Datum::Int(y)) => Some(x.cmp(y)),
         (Datum::Bool(x), Datum::Bool(y)) => Some(x.cmp(y)),
-        (Datum::Int(_) | Datum::Double(_), Datum::Int(_) | Datum::Double(_)) => {
-            as_f64(a)?.partial_cmp(&as_f64(b)?)
-        }
+        (Datum::Int(_) | Datum::Double(_), Datum::Int(_) | Datum::Double(_)) => as_f64(a)?.partial_cmp(&as_f64(b)?),
         _ => match (a.as_bytes(), b.as_bytes()) {
             (Some(x), Some(y)) => Some(x.cmp(y)),
             _ => None,

@@ -153,11 +153,7 @@ fn owned(s: String) -> Datum<'static> {
 pub fn call<'a>(func: Func, ty: DataType, args: &'a [Expr], view: &BatchView<'a>, row: usize) -> Datum<'a> {
     match func {
         Func::Coalesce => {
-            return args
-                .iter()
-                .map(|a| a.eval(view, row))
-                .find(|d| !d.is_null())
-                .map_or(Datum::Null, |d| coerce(d, ty))
+            return args.iter().map(|a| a.eval(view, row)).find(|d| !d.is_null()).map_or(Datum::Null, |d| coerce(d, ty))
         }
         Func::If => {
             let pick = if args[0].is_true(view, row) { &args[1] } else { &args[2] };
@@ -193,7 +189,13 @@ pub fn call<'a>(func: Func, ty: DataType, args: &'a [Expr], view: &BatchView<'a>
             };
             // SQL positions are 1-based; a start before 1 eats into the length, as in Flink.
             let n = s.chars().count() as i64;
-            let from = if start > 0 { start - 1 } else if start < 0 { (n + start).max(0) } else { 0 };
+            let from = if start > 0 {
+                start - 1
+            } else if start < 0 {
+                (n + start).max(0)
+            } else {
+                0
+            };
             let it = s.chars().skip(from as usize);
             owned(match len {
                 Some(l) => it.take(l).collect(),

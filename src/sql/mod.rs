@@ -135,13 +135,17 @@ pub fn interval_ms(e: &ast::Expr) -> Result<i64, SqlError> {
         Some(ast::DateTimeField::Day | ast::DateTimeField::Days) => 86_400e3,
         other => {
             let unit = other.as_ref().map_or("none".to_string(), |u| u.to_string());
-            return Err(SqlError::of(e, format!("interval unit `{unit}` is not supported; use MILLISECOND, SECOND, MINUTE, HOUR or DAY")));
+            return Err(SqlError::of(
+                e,
+                format!("interval unit `{unit}` is not supported; use MILLISECOND, SECOND, MINUTE, HOUR or DAY"),
+            ));
         }
     };
     if iv.last_field.is_some() {
         return Err(SqlError::of(e, "compound intervals (e.g. MINUTE TO SECOND) are not supported; use one unit"));
     }
-    let n: f64 = text.trim().parse().map_err(|_| SqlError::of(e, format!("interval value '{text}' is not a number")))?;
+    let n: f64 =
+        text.trim().parse().map_err(|_| SqlError::of(e, format!("interval value '{text}' is not a number")))?;
     let ms = n * unit_ms;
     if ms.fract() != 0.0 || !ms.is_finite() {
         return Err(SqlError::of(e, format!("interval '{text}' is not a whole number of milliseconds")));
@@ -166,14 +170,20 @@ pub fn parse_watermark(text: &str, schema: &Schema) -> Result<WatermarkSpec, Sql
     let name = match col {
         ast::Expr::Identifier(id) => &id.value,
         other => {
-            return Err(SqlError::of(other, "a watermark is `column - INTERVAL 'n' unit`, e.g. ts - INTERVAL '5' SECOND"))
+            return Err(SqlError::of(
+                other,
+                "a watermark is `column - INTERVAL 'n' unit`, e.g. ts - INTERVAL '5' SECOND",
+            ))
         }
     };
-    let column = schema
-        .index_of(name)
-        .ok_or_else(|| SqlError::of(col, format!("unknown column `{name}` in the watermark; columns: {}", column_list(schema))))?;
+    let column = schema.index_of(name).ok_or_else(|| {
+        SqlError::of(col, format!("unknown column `{name}` in the watermark; columns: {}", column_list(schema)))
+    })?;
     if schema.fields[column].ty != DataType::Timestamp {
-        return Err(SqlError::of(col, format!("watermark column `{name}` is {}, it must be TIMESTAMP(3)", schema.fields[column].ty)));
+        return Err(SqlError::of(
+            col,
+            format!("watermark column `{name}` is {}, it must be TIMESTAMP(3)", schema.fields[column].ty),
+        ));
     }
     if delay_ms < 0 {
         return Err(SqlError::of(&e, "a watermark delay cannot be negative"));
@@ -192,10 +202,16 @@ mod tests {
     #[test]
     fn parses_watermarks() {
         let schema = Schema::parse("k VARCHAR, ts TIMESTAMP(3)").unwrap();
-        assert_eq!(parse_watermark("ts - INTERVAL '4' SECOND", &schema), Ok(WatermarkSpec { column: 1, delay_ms: 4000 }));
+        assert_eq!(
+            parse_watermark("ts - INTERVAL '4' SECOND", &schema),
+            Ok(WatermarkSpec { column: 1, delay_ms: 4000 })
+        );
         assert_eq!(parse_watermark("`ts`", &schema), Ok(WatermarkSpec { column: 1, delay_ms: 0 }));
         assert_eq!(parse_watermark("ts - INTERVAL '1.5' MINUTE", &schema).unwrap().delay_ms, 90_000);
-        assert!(parse_watermark("k - INTERVAL '1' SECOND", &schema).unwrap_err().message.contains("must be TIMESTAMP(3)"));
+        assert!(parse_watermark("k - INTERVAL '1' SECOND", &schema)
+            .unwrap_err()
+            .message
+            .contains("must be TIMESTAMP(3)"));
         let e = parse_watermark("tss - INTERVAL '1' SECOND", &schema).unwrap_err();
         assert_eq!((e.line, e.column), (1, 1));
         assert!(e.message.contains("unknown column `tss`"));

@@ -139,11 +139,14 @@ pub fn plan_job(sql: &str, tables: &BTreeMap<String, TableInfo>, sinks: &[String
         ast::TableObject::TableName(name) => unquote(name),
         other => return Err(SqlError::of(&stmt, format!("cannot insert into `{other}`; name a sink"))),
     };
-    if !sinks.iter().any(|s| *s == sink) {
+    if !sinks.contains(&sink) {
         return Err(SqlError::of(&insert.table, format!("unknown sink `{sink}`; defined sinks: {}", sinks.join(", "))));
     }
     if !insert.columns.is_empty() {
-        return Err(SqlError::of(&stmt, "INSERT with a column list is not supported; name the columns with AS in the SELECT"));
+        return Err(SqlError::of(
+            &stmt,
+            "INSERT with a column list is not supported; name the columns with AS in the SELECT",
+        ));
     }
     let query = insert.source.as_ref().ok_or_else(|| SqlError::of(&stmt, "INSERT needs a SELECT"))?;
     if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() {
@@ -242,7 +245,12 @@ fn window_tvf<'t>(expr: &ast::Expr, tables: &'t BTreeMap<String, TableInfo>) -> 
         "TUMBLE" => "TUMBLE(TABLE t, DESCRIPTOR(ts), size)",
         "HOP" => "HOP(TABLE t, DESCRIPTOR(ts), slide, size)",
         "CUMULATE" => "CUMULATE(TABLE t, DESCRIPTOR(ts), step, max_size)",
-        _ => return Err(SqlError::of(expr, format!("`{name}` is not a window table function; use TUMBLE, HOP or CUMULATE"))),
+        _ => {
+            return Err(SqlError::of(
+                expr,
+                format!("`{name}` is not a window table function; use TUMBLE, HOP or CUMULATE"),
+            ))
+        }
     };
     let n_intervals = if name == "TUMBLE" { 1 } else { 2 };
     if args.len() != 2 + n_intervals {
@@ -261,7 +269,9 @@ fn window_tvf<'t>(expr: &ast::Expr, tables: &'t BTreeMap<String, TableInfo>) -> 
             [ast::Expr::Identifier(id)] => time_attribute(&id.value, id.span, &source, info)?,
             _ => return Err(SqlError::of(args[1], "DESCRIPTOR takes one column name")),
         },
-        other => return Err(SqlError::of(other, format!("the second argument is DESCRIPTOR(time column); usage: {usage}"))),
+        other => {
+            return Err(SqlError::of(other, format!("the second argument is DESCRIPTOR(time column); usage: {usage}")))
+        }
     };
     let a = interval_ms(args[2])?;
     let spec = match name.as_str() {
@@ -274,7 +284,12 @@ fn window_tvf<'t>(expr: &ast::Expr, tables: &'t BTreeMap<String, TableInfo>) -> 
 }
 
 /// Checks that `name` is the source's event-time column (the one its watermark is declared on).
-fn time_attribute(name: &str, node: sqlparser::tokenizer::Span, source: &str, info: &TableInfo) -> Result<usize, SqlError> {
+fn time_attribute(
+    name: &str,
+    node: sqlparser::tokenizer::Span,
+    source: &str,
+    info: &TableInfo,
+) -> Result<usize, SqlError> {
     let col = info
         .schema
         .index_of(name)
@@ -346,7 +361,15 @@ impl Scope for TableScope<'_> {
 
     fn column(&mut self, id: &ast::Ident) -> Result<Expr, SqlError> {
         let idx = self.schema.index_of(&id.value).ok_or_else(|| {
-            SqlError::at(id.span, format!("unknown column `{}` in table `{}`; its columns are: {}", id.value, self.table, super::column_list(self.schema)))
+            SqlError::at(
+                id.span,
+                format!(
+                    "unknown column `{}` in table `{}`; its columns are: {}",
+                    id.value,
+                    self.table,
+                    super::column_list(self.schema)
+                ),
+            )
         })?;
         let f = &self.schema.fields[idx];
         Ok(Expr::Column { idx, name: f.name.clone(), ty: f.ty })
@@ -375,11 +398,14 @@ fn bind(e: &ast::Expr, scope: &mut dyn Scope) -> Result<Expr, SqlError> {
             };
             match parse_type(&ts.data_type.to_string()) {
                 Some(DataType::Timestamp) => {
-                    let ms = crate::record::timestamp::parse_timestamp(&text)
-                        .ok_or_else(|| SqlError::of(e, format!("'{text}' is not a timestamp (yyyy-MM-dd HH:mm:ss[.SSS])")))?;
+                    let ms = crate::record::timestamp::parse_timestamp(&text).ok_or_else(|| {
+                        SqlError::of(e, format!("'{text}' is not a timestamp (yyyy-MM-dd HH:mm:ss[.SSS])"))
+                    })?;
                     literal(Value::Int(ms), DataType::Timestamp)
                 }
-                _ => return Err(SqlError::of(e, format!("typed literal `{e}` is not supported; only TIMESTAMP '...'"))),
+                _ => {
+                    return Err(SqlError::of(e, format!("typed literal `{e}` is not supported; only TIMESTAMP '...'")))
+                }
             }
         }
         A::BinaryOp { left, op, right } => bind_binary(e, left, op, right, scope)?,
@@ -450,15 +476,24 @@ fn bind(e: &ast::Expr, scope: &mut dyn Scope) -> Result<Expr, SqlError> {
                 whens.push((w, bind(&cw.result, scope)?));
             }
             let otherwise = else_result.as_ref().map(|x| bind(x, scope)).transpose()?;
-            let types: Vec<DataType> =
-                whens.iter().map(|(_, t)| t).chain(otherwise.iter()).filter(|x| !is_null_literal(x)).map(Expr::ty).collect();
+            let types: Vec<DataType> = whens
+                .iter()
+                .map(|(_, t)| t)
+                .chain(otherwise.iter())
+                .filter(|x| !is_null_literal(x))
+                .map(Expr::ty)
+                .collect();
             let ty = function::common_type(&types)
                 .ok_or_else(|| SqlError::of(e, "the THEN and ELSE results of a CASE must have one type"))?;
             Expr::Case { operand: operand.map(Box::new), whens, otherwise: otherwise.map(Box::new), ty }
         }
         A::Cast { expr, data_type, .. } => {
-            let to = parse_type(&data_type.to_string())
-                .ok_or_else(|| SqlError::of(e, format!("cannot CAST to {data_type}; types: BIGINT, INT, DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP(3)")))?;
+            let to = parse_type(&data_type.to_string()).ok_or_else(|| {
+                SqlError::of(
+                    e,
+                    format!("cannot CAST to {data_type}; types: BIGINT, INT, DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP(3)"),
+                )
+            })?;
             Expr::Cast { expr: Box::new(bind(expr, scope)?), to }
         }
         A::Substring { expr, substring_from, substring_for, .. } => {
@@ -551,7 +586,12 @@ fn bind_binary(
         let l = expect_type(bind(left, scope)?, DataType::Timestamp, left)?;
         let ms = interval_ms(right)?;
         let op = if matches!(op, B::Plus) { BinOp::Add } else { BinOp::Sub };
-        return Ok(Expr::Binary { op, left: Box::new(l), right: Box::new(literal(Value::Int(ms), DataType::BigInt)), ty: DataType::Timestamp });
+        return Ok(Expr::Binary {
+            op,
+            left: Box::new(l),
+            right: Box::new(literal(Value::Int(ms), DataType::BigInt)),
+            ty: DataType::Timestamp,
+        });
     }
     let (l, r) = (bind(left, scope)?, bind(right, scope)?);
     let op = match op {
@@ -587,7 +627,9 @@ fn binary(op: BinOp, l: Expr, r: Expr, node: &impl Spanned) -> Result<Expr, SqlE
             DataType::Boolean
         }
         BinOp::Concat if lt == DataType::Varchar && rt == DataType::Varchar => DataType::Varchar,
-        _ if lt.is_numeric() && rt.is_numeric() => function::common_type(&[lt, rt]).expect("numbers have a common type"),
+        _ if lt.is_numeric() && rt.is_numeric() => {
+            function::common_type(&[lt, rt]).expect("numbers have a common type")
+        }
         _ => return Err(SqlError::of(node, format!("operator {op:?} does not apply to {lt} and {rt}"))),
     };
     let ty = if ty == DataType::BigInt && lt == DataType::Int && rt == DataType::Int { DataType::Int } else { ty };
@@ -597,7 +639,8 @@ fn binary(op: BinOp, l: Expr, r: Expr, node: &impl Spanned) -> Result<Expr, SqlE
 fn call(func: super::expr::Func, args: Vec<Expr>, node: &impl Spanned) -> Result<Expr, SqlError> {
     let arity = function::arity(func);
     if !arity.contains(&args.len()) {
-        let want = if arity.start() == arity.end() { arity.start().to_string() } else { format!("{} or more", arity.start()) };
+        let want =
+            if arity.start() == arity.end() { arity.start().to_string() } else { format!("{} or more", arity.start()) };
         return Err(SqlError::of(node, format!("{} takes {want} argument(s), not {}", func.name(), args.len())));
     }
     let types: Vec<DataType> = args.iter().map(Expr::ty).collect();
@@ -615,8 +658,25 @@ fn bind_function(f: &ast::Function, e: &ast::Expr, scope: &mut dyn Scope) -> Res
         }
         return binary(BinOp::Mod, a, b, e);
     }
-    if matches!(name.as_str(), "TUMBLE" | "HOP" | "SESSION" | "TUMBLE_START" | "TUMBLE_END" | "HOP_START" | "HOP_END" | "SESSION_START" | "SESSION_END") {
-        return Err(SqlError::of(e, format!("{name}(...) is only allowed with a GROUP BY {}(...) window", name.split('_').next().unwrap_or(&name))));
+    if matches!(
+        name.as_str(),
+        "TUMBLE"
+            | "HOP"
+            | "SESSION"
+            | "TUMBLE_START"
+            | "TUMBLE_END"
+            | "HOP_START"
+            | "HOP_END"
+            | "SESSION_START"
+            | "SESSION_END"
+    ) {
+        return Err(SqlError::of(
+            e,
+            format!(
+                "{name}(...) is only allowed with a GROUP BY {}(...) window",
+                name.split('_').next().unwrap_or(&name)
+            ),
+        ));
     }
     let func = function::lookup(&name).ok_or_else(|| SqlError::of(e, format!("unknown function {name}")))?;
     call(func, args, e)
@@ -633,7 +693,11 @@ fn output_name(item_expr: &ast::Expr, alias: Option<&ast::Ident>, idx: usize) ->
 }
 
 /// Binds the SELECT list; `*` expands to the table's columns.
-fn bind_projection(select: &ast::Select, scope: &mut dyn Scope, star: &Schema) -> Result<(Vec<Expr>, Schema), SqlError> {
+fn bind_projection(
+    select: &ast::Select,
+    scope: &mut dyn Scope,
+    star: &Schema,
+) -> Result<(Vec<Expr>, Schema), SqlError> {
     let mut exprs = Vec::new();
     let mut fields: Vec<Field> = Vec::new();
     for item in &select.projection {
@@ -708,7 +772,12 @@ impl AggScope<'_> {
         let name = if end { "window_end" } else { "window_start" };
         let col = Expr::Column { idx, name: name.to_string(), ty: DataType::Timestamp };
         if time {
-            Expr::Binary { op: BinOp::Sub, left: Box::new(col), right: Box::new(literal(Value::Int(1), DataType::BigInt)), ty: DataType::Timestamp }
+            Expr::Binary {
+                op: BinOp::Sub,
+                left: Box::new(col),
+                right: Box::new(literal(Value::Int(1), DataType::BigInt)),
+                ty: DataType::Timestamp,
+            }
         } else {
             col
         }
@@ -731,7 +800,9 @@ impl AggScope<'_> {
             return Err(SqlError::of(e, "FILTER and OVER on aggregates are not supported"));
         }
         let (arg, arg_ty) = match list.args.as_slice() {
-            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)] if kind == AggKind::Count && !distinct => (None, None),
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)] if kind == AggKind::Count && !distinct => {
+                (None, None)
+            }
             [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))] => {
                 if contains_aggregate(a) {
                     return Err(SqlError::of(a, "aggregates cannot be nested"));
@@ -751,7 +822,12 @@ impl AggScope<'_> {
                 };
                 (Some(self.keys.len() + 1 + pos), Some(ty))
             }
-            _ => return Err(SqlError::of(e, format!("{name} takes one argument{}", if kind == AggKind::Count { " or *" } else { "" }))),
+            _ => {
+                return Err(SqlError::of(
+                    e,
+                    format!("{name} takes one argument{}", if kind == AggKind::Count { " or *" } else { "" }),
+                ))
+            }
         };
         if distinct && kind != AggKind::Count {
             return Err(SqlError::of(e, format!("{name}(DISTINCT ...) is not supported; only COUNT(DISTINCT ...)")));
@@ -822,7 +898,13 @@ impl Scope for AggScope<'_> {
 
     fn column(&mut self, id: &ast::Ident) -> Result<Expr, SqlError> {
         match self.table.column(id) {
-            Ok(_) => Err(SqlError::at(id.span, format!("column `{}` is neither grouped nor aggregated; add it to GROUP BY or use it inside an aggregate", id.value))),
+            Ok(_) => Err(SqlError::at(
+                id.span,
+                format!(
+                    "column `{}` is neither grouped nor aggregated; add it to GROUP BY or use it inside an aggregate",
+                    id.value
+                ),
+            )),
             Err(e) => Err(e),
         }
     }
@@ -901,7 +983,8 @@ fn plan_window_aggregation(select: &ast::Select, from: &From<'_>) -> Result<JobP
         .enumerate()
         .map(|(i, e)| Field { name: if i == n_keys { "$rowtime".to_string() } else { e.to_string() }, ty: e.ty() })
         .collect();
-    let mut agg_fields: Vec<Field> = scope.keys.iter().map(|(_, e)| Field { name: e.to_string(), ty: e.ty() }).collect();
+    let mut agg_fields: Vec<Field> =
+        scope.keys.iter().map(|(_, e)| Field { name: e.to_string(), ty: e.ty() }).collect();
     agg_fields.push(Field { name: "window_start".into(), ty: DataType::Timestamp });
     agg_fields.push(Field { name: "window_end".into(), ty: DataType::Timestamp });
     agg_fields.extend(scope.aggs.iter().map(|(_, a)| Field { name: a.text.clone(), ty: a.ty }));
@@ -924,7 +1007,12 @@ fn plan_window_aggregation(select: &ast::Select, from: &From<'_>) -> Result<JobP
 }
 
 /// `TUMBLE(ts, size)`, `HOP(ts, slide, size)`, `SESSION(ts, gap)` in GROUP BY.
-fn group_window(f: &ast::Function, e: &ast::Expr, name: &str, from: &From<'_>) -> Result<(WindowSpec, usize, WindowSyntax), SqlError> {
+fn group_window(
+    f: &ast::Function,
+    e: &ast::Expr,
+    name: &str,
+    from: &From<'_>,
+) -> Result<(WindowSpec, usize, WindowSyntax), SqlError> {
     let args = function_args(f)?;
     let usage = match name {
         "TUMBLE" => "TUMBLE(ts, INTERVAL '10' SECOND)",
@@ -937,7 +1025,12 @@ fn group_window(f: &ast::Function, e: &ast::Expr, name: &str, from: &From<'_>) -
     }
     let time_col = match args[0] {
         ast::Expr::Identifier(id) => time_attribute(&id.value, id.span, &from.source, from.info)?,
-        other => return Err(SqlError::of(other, format!("the first argument of {name} is the event-time column; usage: {usage}"))),
+        other => {
+            return Err(SqlError::of(
+                other,
+                format!("the first argument of {name} is the event-time column; usage: {usage}"),
+            ))
+        }
     };
     let a = interval_ms(args[1])?;
     let spec = match name {
@@ -996,7 +1089,8 @@ mod tests {
         let p = plan(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         let mut got = format!("calc[{}]", p.calc);
         if let Some(w) = &p.window {
-            let aggs: Vec<String> = w.aggs.iter().map(|a| format!("{:?}{}:{}", a.kind, if a.distinct { "D" } else { "" }, a.ty)).collect();
+            let aggs: Vec<String> =
+                w.aggs.iter().map(|a| format!("{:?}{}:{}", a.kind, if a.distinct { "D" } else { "" }, a.ty)).collect();
             got += &format!(" window[{} keys={} aggs={}] post[{}]", w.spec, w.n_keys, aggs.join(","), w.post);
         }
         let out: Vec<String> = p.out_schema.fields.iter().map(|f| format!("{}:{}", f.name, f.ty)).collect();
@@ -1072,7 +1166,11 @@ mod tests {
             (1, 24),
             "neither grouped nor aggregated",
         );
-        check_err("INSERT INTO out SELECT COUNT(*) FROM raw GROUP BY TUMBLE(dateTime, INTERVAL '1' SECOND)", (1, 58), "has no watermark");
+        check_err(
+            "INSERT INTO out SELECT COUNT(*) FROM raw GROUP BY TUMBLE(dateTime, INTERVAL '1' SECOND)",
+            (1, 58),
+            "has no watermark",
+        );
         check_err("INSERT INTO out SELECT COUNT(*) FROM bid GROUP BY auction", (1, 17), "GROUP BY without a window");
         check_err(
             "INSERT INTO out SELECT TUMBLE_START(dateTime, INTERVAL '2' SECOND) FROM bid GROUP BY TUMBLE(dateTime, INTERVAL '1' SECOND)",

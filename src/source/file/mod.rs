@@ -79,7 +79,8 @@ impl FileSplit {
 
     async fn fill(&mut self) -> Result<(), SourceError> {
         if self.reader.is_none() {
-            let file = BufferedFile::open(&self.path).await.map_err(|e| self.error(format_args!("cannot open: {e}")))?;
+            let file =
+                BufferedFile::open(&self.path).await.map_err(|e| self.error(format_args!("cannot open: {e}")))?;
             self.reader = Some(StreamReaderBuilder::new(file).with_buffer_size(FILE_READ_BUFFER_BYTES).build());
             self.chunk.resize(FILE_READ_BUFFER_BYTES, 0);
         }
@@ -101,7 +102,12 @@ impl FileSplit {
 
     /// Decodes up to `max_rows` good lines into `out`; returns how many. Zero with `is_finished()` means
     /// the file is done.
-    pub async fn read(&mut self, out: &mut BatchBuilder, max_rows: usize, bad: &mut BadInput) -> Result<usize, SourceError> {
+    pub async fn read(
+        &mut self,
+        out: &mut BatchBuilder,
+        max_rows: usize,
+        bad: &mut BadInput,
+    ) -> Result<usize, SourceError> {
         let mut rows = 0;
         while rows < max_rows {
             if self.chunk_pos == self.chunk_len {
@@ -161,7 +167,12 @@ impl FileSplit {
         self.line_no += 1;
         let file = self.path.display().to_string();
         if std::mem::take(&mut self.oversized) || line.len() > RECORD_BYTES_MAX {
-            bad.report(&file, self.line_no, &format!("the line is longer than the {RECORD_BYTES_MAX}-byte record limit"), None);
+            bad.report(
+                &file,
+                self.line_no,
+                &format!("the line is longer than the {RECORD_BYTES_MAX}-byte record limit"),
+                None,
+            );
             return 0;
         }
         let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -134,11 +134,7 @@ pub struct GeneratorConfig {
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
-        GeneratorConfig {
-            seed: DEFAULT_SEED,
-            event_rate: DEFAULT_EVENT_RATE,
-            key_space: 0,
-        }
+        GeneratorConfig { seed: DEFAULT_SEED, event_rate: DEFAULT_EVENT_RATE, key_space: 0 }
     }
 }
 
@@ -220,9 +216,7 @@ impl BidDraws {
     #[inline]
     fn new(seed: u64, b: u64) -> Self {
         let mut rng = SplitMix64::new(mix64(seed.wrapping_add(b.wrapping_mul(GOLDEN))));
-        BidDraws {
-            ahead: std::array::from_fn(|_| rng.next_u64()),
-        }
+        BidDraws { ahead: std::array::from_fn(|_| rng.next_u64()) }
     }
 
     /// The next 64 random bits.
@@ -319,8 +313,7 @@ fn blend(choose_b: bool, a: u64, b: u64) -> u64 {
 }
 
 /// A channel's name and URL, stored side by side so one bid's lookup touches one cache line.
-#[derive(Debug)]
-#[derive(PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 struct Channel {
     /// `Google`, ... for hot channels, pre-formatted `channel-N` otherwise.
     name: Box<str>,
@@ -353,10 +346,7 @@ impl Tables {
         // The reference draws the hot channels' URLs first.
         let hot: Vec<Channel> = HOT_CHANNELS
             .iter()
-            .map(|&name| Channel {
-                name: name.into(),
-                url: base_url(&mut rng).into_boxed_str(),
-            })
+            .map(|&name| Channel { name: name.into(), url: base_url(&mut rng).into_boxed_str() })
             .collect();
         let mut channels: Vec<Channel> = (0..CHANNELS)
             .map(|i| Channel {
@@ -365,15 +355,9 @@ impl Tables {
             })
             .collect();
         channels.extend(hot);
-        let price_steps = (0..PRICE_STEPS)
-            .map(|k| 10.0f64.powf(k as f64 / f64::from(PRICE_STEPS_PER_DECADE)) * MIN_PRICE)
-            .collect();
-        Tables {
-            seed,
-            pool,
-            channels: channels.into_boxed_slice(),
-            price_steps,
-        }
+        let price_steps =
+            (0..PRICE_STEPS).map(|k| 10.0f64.powf(k as f64 / f64::from(PRICE_STEPS_PER_DECADE)) * MIN_PRICE).collect();
+        Tables { seed, pool, channels: channels.into_boxed_slice(), price_steps }
     }
 
     /// The price drawn from `bits`: exactly the reference's `java_round(10^e * 100)` for
@@ -536,11 +520,7 @@ impl Generator {
     #[must_use]
     pub fn new(cfg: GeneratorConfig, tables: Arc<Tables>) -> Generator {
         debug_assert_eq!(tables.seed, cfg.seed, "tables built for another seed");
-        Generator {
-            cfg,
-            event_rate: Divisor::new(cfg.event_rate),
-            tables,
-        }
+        Generator { cfg, event_rate: Divisor::new(cfg.event_rate), tables }
     }
 
     /// Bid number `b`: a pure function of `b` and the config, drawn in the reference's order (auction,
@@ -594,8 +574,7 @@ impl Generator {
         let num_people = last_person + 1;
         let active = num_people.min(ACTIVE_PEOPLE);
         // active + FUTURE_IDS <= 1010: the cast is lossless.
-        let cold_person =
-            num_people - active + u64::from(draws.peek_int((active + FUTURE_IDS) as u32));
+        let cold_person = num_people - active + u64::from(draws.peek_int((active + FUTURE_IDS) as u32));
         draws.advance_if(!hot);
         FIRST_ID + blend(hot, cold_person, hot_person)
     }
@@ -620,16 +599,11 @@ mod tests {
     use super::*;
 
     /// Bids 0..999 of the reference for seed 42 and the default config.
-    const VECTORS_DEFAULT: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/nexmark/vectors-seed42.tsv"
-    );
+    const VECTORS_DEFAULT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nexmark/vectors-seed42.tsv");
 
     /// The same with `key_space = 1_000_000`.
-    const VECTORS_KEYSPACE_1M: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/nexmark/vectors-seed42-keyspace1M.tsv"
-    );
+    const VECTORS_KEYSPACE_1M: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nexmark/vectors-seed42-keyspace1M.tsv");
 
     /// Rows in each vector file.
     const VECTOR_ROWS: usize = 1000;
@@ -675,10 +649,7 @@ mod tests {
 
     #[test]
     fn matches_reference_vectors_seed42_keyspace_1m() {
-        let cfg = GeneratorConfig {
-            key_space: 1_000_000,
-            ..GeneratorConfig::default()
-        };
+        let cfg = GeneratorConfig { key_space: 1_000_000, ..GeneratorConfig::default() };
         check_vectors(VECTORS_KEYSPACE_1M, cfg);
     }
 
@@ -686,29 +657,12 @@ mod tests {
     fn date_time_ms_matches_bid() {
         let tables = Arc::new(Tables::new(DEFAULT_SEED));
         for event_rate in [1, 7, 1_000, 1_000_000, 3_000_001, u64::MAX] {
-            let cfg = GeneratorConfig {
-                event_rate,
-                ..GeneratorConfig::default()
-            };
+            let cfg = GeneratorConfig { event_rate, ..GeneratorConfig::default() };
             let generator = Generator::new(cfg, Arc::clone(&tables));
-            for b in [
-                0,
-                1,
-                45,
-                46,
-                999,
-                1_000_001,
-                123_456_789_012,
-                u64::MAX / 1000 + 1,
-            ] {
-                let exact =
-                    i128::from(BASE_TIME_MS) + i128::from(b) * 1000 / i128::from(event_rate);
+            for b in [0, 1, 45, 46, 999, 1_000_001, 123_456_789_012, u64::MAX / 1000 + 1] {
+                let exact = i128::from(BASE_TIME_MS) + i128::from(b) * 1000 / i128::from(event_rate);
                 let expected = i64::try_from(exact).unwrap_or(i64::MAX);
-                assert_eq!(
-                    generator.date_time_ms(b),
-                    expected,
-                    "b={b} rate={event_rate}"
-                );
+                assert_eq!(generator.date_time_ms(b), expected, "b={b} rate={event_rate}");
                 assert_eq!(generator.date_time_ms(b), generator.bid(b).date_time_ms);
             }
         }
@@ -716,10 +670,7 @@ mod tests {
 
     #[test]
     fn zero_event_rate_is_treated_as_one() {
-        let generator = generator(GeneratorConfig {
-            event_rate: 0,
-            ..GeneratorConfig::default()
-        });
+        let generator = generator(GeneratorConfig { event_rate: 0, ..GeneratorConfig::default() });
         assert_eq!(generator.date_time_ms(3), BASE_TIME_MS + 3000);
     }
 
@@ -759,7 +710,6 @@ mod tests {
         check_fast_price(1_000_000, 99_991);
     }
 
-
     /// Checks [`Tables::price`] against the reference's formula for `random` random exponents, the ends of
     /// the range, and every exponent around the rounding boundaries `n + 0.5` for every `boundary_step`-th
     /// price `n`.
@@ -792,18 +742,7 @@ mod tests {
     #[test]
     fn divisor_equals_division() {
         let mut rng = SplitMix64::new(11);
-        let divisors = [
-            1,
-            2,
-            3,
-            7,
-            1_000,
-            1_000_000,
-            3_000_001,
-            1 << 32,
-            u64::MAX / 3,
-            u64::MAX,
-        ];
+        let divisors = [1, 2, 3, 7, 1_000, 1_000_000, 3_000_001, 1 << 32, u64::MAX / 3, u64::MAX];
         for d in divisors {
             let divisor = Divisor::new(d);
             for n in [0, 1, d - 1, d, d.wrapping_add(1), u64::MAX - 1, u64::MAX] {

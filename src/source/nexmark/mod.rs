@@ -94,7 +94,8 @@ impl NexmarkSplit {
         let allowed = due.saturating_sub(self.generated) as usize;
         if allowed == 0 {
             let next_at = (self.generated as f64) / self.rate;
-            let wait = std::time::Duration::from_secs_f64((next_at - now.duration_since(started).as_secs_f64()).max(0.0));
+            let wait =
+                std::time::Duration::from_secs_f64((next_at - now.duration_since(started).as_secs_f64()).max(0.0));
             return (0, Some(wait));
         }
         (allowed.min(max), None)
