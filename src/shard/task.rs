@@ -298,13 +298,9 @@ impl ShardTask {
         let Some(wm) = w.combiner.update(from.idx(), watermark) else { return Ok(()) };
         let mut fired = Vec::new();
         w.agg.advance_watermark(wm, &mut |b| fired.push(b));
-        let graph = self.graph.clone();
-        let spec = &graph.jobs[job as usize];
-        spec.metrics.watermarks[self.id.idx()].store(wm, Ordering::Relaxed);
-        let sink = j.sink.as_mut().expect("the sink is open until the job finishes");
+        self.graph.jobs[job as usize].metrics.watermarks[self.id.idx()].store(wm, Ordering::Relaxed);
         for b in fired {
-            spec.metrics.records_out.fetch_add(b.n_rows() as u64, Ordering::Relaxed);
-            sink.write(&b.view()).await.map_err(|e| format!("job {}: {e}", spec.name))?;
+            self.write_sink(job, b).await?;
         }
         Ok(())
     }
@@ -322,13 +318,10 @@ impl ShardTask {
     }
 
     async fn finish_job(&mut self, job: u16) -> ShardResult<()> {
+        self.flush_output(job).await?;
         let graph = self.graph.clone();
         let spec = &graph.jobs[job as usize];
         let j = &mut self.jobs[job as usize];
-        if let Some(b) = j.out.take() {
-            spec.metrics.records_out.fetch_add(b.n_rows() as u64, Ordering::Relaxed);
-            j.sink.as_mut().expect("open").write(&b.view()).await.map_err(|e| format!("job {}: {e}", spec.name))?;
-        }
         if let Some(sink) = j.sink.take() {
             sink.close().await.map_err(|e| format!("job {}: {e}", spec.name))?;
         }
@@ -493,14 +486,19 @@ impl ShardTask {
 
     /// Writes a stateless job's waiting output to its sink.
     async fn flush_output(&mut self, job: u16) -> ShardResult<()> {
+        match self.jobs[job as usize].out.take() {
+            Some(b) => self.write_sink(job, b).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes rows to the job's sink and counts them.
+    async fn write_sink(&mut self, job: u16, batch: BatchBuf) -> ShardResult<()> {
         let graph = self.graph.clone();
         let spec = &graph.jobs[job as usize];
-        let j = &mut self.jobs[job as usize];
-        if let Some(b) = j.out.take() {
-            spec.metrics.records_out.fetch_add(b.n_rows() as u64, Ordering::Relaxed);
-            j.sink.as_mut().expect("open").write(&b.view()).await.map_err(|e| format!("job {}: {e}", spec.name))?;
-        }
-        Ok(())
+        spec.metrics.records_out.fetch_add(batch.n_rows() as u64, Ordering::Relaxed);
+        let sink = self.jobs[job as usize].sink.as_mut().expect("the sink is open until the job finishes");
+        sink.write(&batch.view()).await.map_err(|e| format!("job {}: {e}", spec.name))
     }
 
     /// Sends this shard's source watermark downstream, after the rows it covers.
