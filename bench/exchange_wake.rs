@@ -31,8 +31,27 @@ fn ping(m: u64) -> Message {
     Message::Watermark { job: 0, watermark: m as i64 }
 }
 
+/// How a waiting side waits.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Park the task on the doorbell at once.
+    Doorbell,
+    /// Watch the doorbell for the spin time, then park on it (what shards do).
+    SpinThenDoorbell,
+    /// Poll the lane in a loop, yielding to the executor: the floor of crossing a lane, at 100% CPU.
+    BusyPoll,
+}
+
+async fn wait(how: Wait, bell: &std::sync::Arc<shardflow::queue::Doorbell>) {
+    match how {
+        Wait::Doorbell => bell.wait().await,
+        Wait::SpinThenDoorbell => bell.wait_spinning(Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US)).await,
+        Wait::BusyPoll => futures_lite::future::yield_now().await,
+    }
+}
+
 /// Ping-pong through the exchange; `pause` before each ping.
-fn exchange_round_trips(pause: Duration) -> Histogram<u64> {
+fn exchange_round_trips(pause: Duration, how: Wait) -> Histogram<u64> {
     let ex = Exchange::new(2);
     let (a, b) = (ShardId(0), ShardId(1));
     let ex_b = ex.clone();
@@ -49,7 +68,7 @@ fn exchange_round_trips(pause: Duration) -> Histogram<u64> {
                             m = back;
                         }
                     }
-                    None => bell.wait().await,
+                    None => wait(how, &bell).await,
                 }
             }
         })
@@ -73,7 +92,7 @@ fn exchange_round_trips(pause: Duration) -> Histogram<u64> {
                     if ex_a.try_recv(b, a).is_some() {
                         break;
                     }
-                    bell.wait().await;
+                    wait(how, &bell).await;
                 }
                 h.record(t0.elapsed().as_nanos() as u64).expect("in range");
             }
@@ -111,8 +130,14 @@ fn mpsc_round_trips(pause: Duration) -> Histogram<u64> {
 fn main() {
     let parked = Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US * 20);
     println!("{PINGS} pings each; spin before park {SHARD_SPIN_BEFORE_PARK_US} us; parked case pauses {parked:?}");
-    report("exchange, receiver spinning (no pause)", &exchange_round_trips(Duration::ZERO));
-    report(&format!("exchange, receiver parked ({parked:?} pause)"), &exchange_round_trips(parked));
+    report("exchange, busy polling (floor, no pause)", &exchange_round_trips(Duration::ZERO, Wait::BusyPoll));
+    report("exchange, doorbell (no pause)", &exchange_round_trips(Duration::ZERO, Wait::Doorbell));
+    report("exchange, spin then doorbell (no pause)", &exchange_round_trips(Duration::ZERO, Wait::SpinThenDoorbell));
+    report(
+        &format!("exchange, spin then doorbell ({parked:?} pause)"),
+        &exchange_round_trips(parked, Wait::SpinThenDoorbell),
+    );
+    report(&format!("exchange, doorbell, parked ({parked:?} pause)"), &exchange_round_trips(parked, Wait::Doorbell));
     report("baseline std mpsc, blocking (no pause)", &mpsc_round_trips(Duration::ZERO));
     report(&format!("baseline std mpsc, blocking ({parked:?} pause)"), &mpsc_round_trips(parked));
 }

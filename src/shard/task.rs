@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::{JobGraph, JobSpec, SplitSpec};
 use crate::constants::{
     BATCH_BYTES_MAX, BATCH_LINGER_US, EXCHANGE_BATCH_ROWS_MAX, EXCHANGE_DRAIN_BATCHES_MAX, SHARD_PARK_TIMEOUT_MS,
-    SOURCE_BATCH_ROWS_MAX,
+    SHARD_SPIN_BEFORE_PARK_US, SOURCE_BATCH_ROWS_MAX,
 };
 use crate::operator::calc::{copy_cell, run_calc};
 use crate::operator::key::{encode_key, key_hash};
@@ -146,7 +146,9 @@ impl ShardTask {
                     *n_splits,
                     &used,
                 )),
-                SplitSpec::File(path) => Split::File(Box::new(FileSplit::new(path.clone(), spec.source.schema.clone()))),
+                SplitSpec::File(path) => {
+                    Split::File(Box::new(FileSplit::new(path.clone(), spec.source.schema.clone())))
+                }
             })
             .collect();
         let n = graph.n_shards();
@@ -227,7 +229,8 @@ impl ShardTask {
         if deadline <= now {
             return;
         }
-        futures_lite::future::or(self.bell.wait(), glommio::timer::sleep(deadline - now)).await;
+        let spin = Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US);
+        futures_lite::future::or(self.bell.wait_spinning(spin), glommio::timer::sleep(deadline - now)).await;
     }
 
     // ----- exchange -----
