@@ -38,6 +38,10 @@ pub enum Message {
         job: u16,
         watermark: i64,
     },
+    /// The producer's sources for this job are idle: stop waiting for its watermark until it sends one.
+    Idle {
+        job: u16,
+    },
     /// The producer will send nothing more for this job.
     EndOfInput {
         job: u16,

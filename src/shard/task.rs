@@ -94,6 +94,8 @@ struct JobState {
     window: Option<WindowJob>,
     /// The end of the input was sent downstream.
     input_ended: bool,
+    /// Downstream was told this shard's sources are idle (until the next watermark).
+    announced_idle: bool,
     finished: bool,
     /// A rate-limited source may read again at this instant.
     resume_at: Option<Instant>,
@@ -180,6 +182,7 @@ impl ShardTask {
             out: Pending::new(&plan.out_schema.types()),
             window,
             input_ended: false,
+            announced_idle: false,
             finished: false,
             resume_at: None,
         }
@@ -290,15 +293,32 @@ impl ShardTask {
                 Ok(())
             }
             Message::Watermark { job, watermark } => self.on_watermark(job, from, watermark).await,
+            Message::Idle { job } => self.on_idle(job, from).await,
             Message::EndOfInput { job } => self.on_end_of_input(job, from).await,
             Message::Barrier { .. } => Ok(()),
         }
     }
 
     async fn on_watermark(&mut self, job: u16, from: ShardId, watermark: i64) -> ShardResult<()> {
+        let w = self.jobs[job as usize].window.as_mut().expect("only window jobs exchange watermarks");
+        match w.combiner.update(from.idx(), watermark) {
+            Some(wm) => self.fire(job, wm).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn on_idle(&mut self, job: u16, from: ShardId) -> ShardResult<()> {
+        let w = self.jobs[job as usize].window.as_mut().expect("only window jobs exchange idleness");
+        match w.combiner.set_idle(from.idx()) {
+            Some(wm) => self.fire(job, wm).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Advances the job's window operator to the combined watermark `wm` and writes what fires.
+    async fn fire(&mut self, job: u16, wm: i64) -> ShardResult<()> {
         let j = &mut self.jobs[job as usize];
-        let w = j.window.as_mut().expect("only window jobs exchange watermarks");
-        let Some(wm) = w.combiner.update(from.idx(), watermark) else { return Ok(()) };
+        let w = j.window.as_mut().expect("only window jobs fire windows");
         let mut fired = Vec::new();
         w.agg.advance_watermark(wm, &mut |b| fired.push(b));
         self.graph.jobs[job as usize].metrics.watermarks[self.id.idx()].store(wm, Ordering::Relaxed);
@@ -412,7 +432,11 @@ impl ShardTask {
         let all_done = j.split_done.iter().all(|d| *d);
         let advanced = if spec.watermark.is_some() || all_done { j.watermarks.advance(now_ms) } else { None };
         if let Some(wm) = advanced {
+            j.announced_idle = false;
             self.emit_watermark(job, wm).await?;
+        } else if !all_done && !j.announced_idle && j.watermarks.is_idle(now_ms) {
+            j.announced_idle = true;
+            self.announce_idle(job).await?;
         }
         if all_done {
             self.end_input(job).await?;
@@ -510,18 +534,31 @@ impl ShardTask {
             self.graph.jobs[job as usize].metrics.watermarks[self.id.idx()].store(wm, Ordering::Relaxed);
             return Ok(());
         }
+        self.broadcast(job, || Message::Watermark { job, watermark: wm }).await
+    }
+
+    /// Sends a control message to every shard (this one included), after the rows waiting for each.
+    async fn broadcast(&mut self, job: u16, message: impl Fn() -> Message) -> ShardResult<()> {
         for to in 0..self.graph.n_shards() {
             self.flush_outbox(job, ShardId(to as u16)).await?;
         }
         for to in 0..self.graph.n_shards() {
             let to = ShardId(to as u16);
             if to == self.id {
-                self.on_watermark(job, to, wm).await?;
+                self.receive(to, message()).await?;
             } else {
-                self.send(to, Message::Watermark { job, watermark: wm });
+                self.send(to, message());
             }
         }
         Ok(())
+    }
+
+    /// Tells every shard that this shard's sources for the job are idle (after the rows already sent).
+    async fn announce_idle(&mut self, job: u16) -> ShardResult<()> {
+        if self.jobs[job as usize].window.is_none() {
+            return Ok(());
+        }
+        self.broadcast(job, || Message::Idle { job }).await
     }
 
     async fn end_input(&mut self, job: u16) -> ShardResult<()> {
@@ -530,18 +567,7 @@ impl ShardTask {
             return self.finish_job(job).await;
         }
         // The final watermark went out when the last split finished; now the end marker, after it.
-        for to in 0..self.graph.n_shards() {
-            self.flush_outbox(job, ShardId(to as u16)).await?;
-        }
-        for to in 0..self.graph.n_shards() {
-            let to = ShardId(to as u16);
-            if to == self.id {
-                self.on_end_of_input(job, to).await?;
-            } else {
-                self.send(to, Message::EndOfInput { job });
-            }
-        }
-        Ok(())
+        self.broadcast(job, || Message::EndOfInput { job }).await
     }
 
     async fn flush_lingering(&mut self, now: Instant) -> ShardResult<()> {

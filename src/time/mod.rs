@@ -72,26 +72,52 @@ impl SplitWatermarks {
     pub fn current(&self) -> i64 {
         self.emitted
     }
+
+    /// True when every unfinished split is idle (and at least one is unfinished): the source holds nothing
+    /// back, so downstream should stop waiting for its watermark (Flink's idle watermark status).
+    pub fn is_idle(&self, now_ms: u64) -> bool {
+        self.idle_timeout_ms > 0
+            && self.splits.iter().any(|s| !s.finished)
+            && self
+                .splits
+                .iter()
+                .filter(|s| !s.finished)
+                .all(|s| now_ms.saturating_sub(s.last_read_ms) >= self.idle_timeout_ms)
+    }
 }
 
-/// Combines the watermarks of several inputs (the exchange's producers) as their minimum.
+/// Combines the watermarks of several inputs (the exchange's producers) as their minimum over the inputs
+/// that are not idle. An input becomes idle by saying so and active again with its next watermark.
 #[derive(Debug, Clone)]
 pub struct WatermarkCombiner {
     inputs: Vec<i64>,
+    idle: Vec<bool>,
     combined: i64,
 }
 
 impl WatermarkCombiner {
     pub fn new(n_inputs: usize) -> WatermarkCombiner {
-        WatermarkCombiner { inputs: vec![i64::MIN; n_inputs], combined: i64::MIN }
+        WatermarkCombiner { inputs: vec![i64::MIN; n_inputs], idle: vec![false; n_inputs], combined: i64::MIN }
     }
 
-    /// Records input `i`'s watermark; returns the combined watermark if it advanced.
+    /// Records input `i`'s watermark (it is active); returns the combined watermark if it advanced.
     pub fn update(&mut self, i: usize, watermark: i64) -> Option<i64> {
+        self.idle[i] = false;
         if watermark > self.inputs[i] {
             self.inputs[i] = watermark;
         }
-        let min = *self.inputs.iter().min().expect("at least one input");
+        self.recombine()
+    }
+
+    /// Input `i` is idle: it stops holding the combined watermark back. Returns the combined watermark if it
+    /// advanced.
+    pub fn set_idle(&mut self, i: usize) -> Option<i64> {
+        self.idle[i] = true;
+        self.recombine()
+    }
+
+    fn recombine(&mut self) -> Option<i64> {
+        let min = self.inputs.iter().zip(&self.idle).filter(|(_, idle)| !**idle).map(|(w, _)| *w).min()?;
         if min > self.combined {
             self.combined = min;
             Some(min)
@@ -131,6 +157,32 @@ mod tests {
         assert_eq!(w.advance(7_000), Some(29_000));
         w.finish(1);
         assert_eq!(w.advance(7_000), Some(WATERMARK_END));
+    }
+
+    #[test]
+    fn idle_inputs_stop_holding_the_combined_watermark_back() {
+        let mut c = WatermarkCombiner::new(3);
+        assert_eq!(c.update(0, 100), None);
+        assert_eq!(c.update(1, 50), None, "input 2 has sent nothing yet");
+        assert_eq!(c.set_idle(2), Some(50));
+        assert_eq!(c.set_idle(1), Some(100));
+        assert_eq!(c.set_idle(0), None, "all idle: nothing advances");
+        assert_eq!(c.update(2, 70), None, "an input back from idle cannot move the watermark back");
+        assert_eq!(c.update(2, 120), Some(120));
+        assert_eq!(c.current(), 120);
+    }
+
+    #[test]
+    fn a_source_is_idle_when_all_its_unfinished_splits_are() {
+        let mut w = SplitWatermarks::new(2, 0, 1000, 0);
+        assert!(!w.is_idle(999));
+        assert!(w.is_idle(1000));
+        w.observe(1, 5, 1500);
+        assert!(!w.is_idle(2000));
+        w.finish(1);
+        assert!(w.is_idle(2000), "the finished split does not count");
+        w.finish(0);
+        assert!(!w.is_idle(5000), "a finished source is ended, not idle");
     }
 
     proptest! {
