@@ -45,6 +45,7 @@ notes=""
 if [ -f bench/RESULTS.md ] && grep -q '^<!-- notes' bench/RESULTS.md; then
   notes=$(sed -n '/^<!-- notes/,$p' bench/RESULTS.md)
 fi
+commit=$(git rev-parse --short HEAD)$(git diff --quiet -- . ":!bench/RESULTS.md" || echo " (with uncommitted changes)")
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 cat > bench/RESULTS.md <<MD
 # Benchmark results
@@ -53,7 +54,7 @@ Written by \`bench/nexmark.sh\` (best of $runs runs per row; events/s from the f
 as the job summary prints it; generator in process; blackhole sink).
 
 - machine: $cpu, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r)
-- commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo " (with uncommitted changes)")
+- commit: $commit
 - date: $(date -u +%Y-%m-%d)
 
 ## Nexmark throughput vs Flink (same generator, same SQL)
