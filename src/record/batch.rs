@@ -188,14 +188,14 @@ impl BatchBuilder {
 
     /// Appends NULL to column `col`.
     pub fn push_null(&mut self, col: usize) {
-        let row = self.batch.n_rows as usize;
-        let column = &mut self.batch.columns[col];
-        let words = row / 64 + 1;
-        if column.nulls.len() < words {
-            column.nulls.resize(words, 0);
-        }
-        column.nulls[row / 64] |= 1 << (row % 64);
-        match &mut column.data {
+        let row = match &self.batch.columns[col].data {
+            ColumnData::Int(v) => v.len(),
+            ColumnData::Double(v) => v.len(),
+            ColumnData::Bool(v) => v.len(),
+            ColumnData::Str { ends, .. } => ends.len(),
+        };
+        self.set_null_bit(col, row);
+        match &mut self.batch.columns[col].data {
             ColumnData::Int(vals) => vals.push(0),
             ColumnData::Double(vals) => vals.push(0.0),
             ColumnData::Bool(vals) => vals.push(false),
@@ -213,6 +213,50 @@ impl BatchBuilder {
             Datum::Str(s) => self.push_str(col, s),
             Datum::OwnedStr(s) => self.push_str(col, s),
         }
+    }
+
+    /// Appends rows `sel` of column `col` of `view` to column `out_col` (same storage), column at a time.
+    /// The rows are ended later, together, by [`BatchBuilder::end_rows`].
+    pub fn gather(&mut self, out_col: usize, view: &BatchView<'_>, col: usize, sel: &[u32]) {
+        let base = self.batch.n_rows as usize;
+        let src = &view.batch.columns[col];
+        match (&mut self.batch.columns[out_col].data, &src.data) {
+            (ColumnData::Int(dst), ArchivedColumnData::Int(v)) => {
+                dst.extend(sel.iter().map(|&r| v[r as usize].to_native()))
+            }
+            (ColumnData::Double(dst), ArchivedColumnData::Double(v)) => {
+                dst.extend(sel.iter().map(|&r| v[r as usize].to_native()))
+            }
+            (ColumnData::Bool(dst), ArchivedColumnData::Bool(v)) => dst.extend(sel.iter().map(|&r| v[r as usize])),
+            (ColumnData::Str { ends, bytes }, ArchivedColumnData::Str { .. }) => {
+                for &r in sel {
+                    bytes.extend_from_slice(view.str(col, r as usize));
+                    ends.push(bytes.len() as u32);
+                }
+            }
+            (dst, _) => panic!("column {out_col} holds {dst:?}, not the storage of input column {col}"),
+        }
+        if !src.nulls.is_empty() {
+            for (i, &r) in sel.iter().enumerate() {
+                if view.is_null(col, r as usize) {
+                    self.set_null_bit(out_col, base + i);
+                }
+            }
+        }
+    }
+
+    fn set_null_bit(&mut self, col: usize, row: usize) {
+        let nulls = &mut self.batch.columns[col].nulls;
+        if nulls.len() < row / 64 + 1 {
+            nulls.resize(row / 64 + 1, 0);
+        }
+        nulls[row / 64] |= 1 << (row % 64);
+    }
+
+    /// Ends `n` rows whose columns were appended column at a time.
+    pub fn end_rows(&mut self, n: usize) {
+        self.batch.n_rows += n as u32;
+        assert!(self.columns_consistent(), "every column must get exactly one value per row");
     }
 
     /// Ends the row whose columns were all pushed.

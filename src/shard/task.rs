@@ -17,7 +17,7 @@ use crate::constants::{
     BATCH_BYTES_MAX, BATCH_LINGER_US, EXCHANGE_BATCH_ROWS_MAX, EXCHANGE_DRAIN_BATCHES_MAX, SHARD_PARK_TIMEOUT_MS,
     SHARD_SPIN_BEFORE_PARK_US, SOURCE_BATCH_ROWS_MAX,
 };
-use crate::operator::calc::{copy_cell, run_calc};
+use crate::operator::calc::{copy_cell, run_calc_columnar};
 use crate::operator::key::{encode_key, key_hash};
 use crate::operator::window_agg::WindowAggregator;
 use crate::queue::{Doorbell, Message, ShardId};
@@ -96,6 +96,8 @@ struct JobState {
     input_ended: bool,
     /// Downstream was told this shard's sources are idle (until the next watermark).
     announced_idle: bool,
+    /// The rows of a source batch that pass the job's filter (reused between batches).
+    selection: Vec<u32>,
     finished: bool,
     /// A rate-limited source may read again at this instant.
     resume_at: Option<Instant>,
@@ -183,6 +185,7 @@ impl ShardTask {
             window,
             input_ended: false,
             announced_idle: false,
+            selection: Vec::new(),
             finished: false,
             resume_at: None,
         }
@@ -461,7 +464,7 @@ impl ShardTask {
         let now = Instant::now();
         let j = &mut self.jobs[job as usize];
         let Some(w) = j.window.as_mut() else {
-            run_calc(&spec.plan.calc, &view, 0..view.n_rows(), &mut j.out.rows, |_| false, |_| {});
+            run_calc_columnar(&spec.plan.calc, &view, &mut j.out.rows, &mut j.selection);
             j.out.touch(now);
             if full(&j.out.rows) {
                 self.flush_output(job).await?;
@@ -469,7 +472,7 @@ impl ShardTask {
             return Ok(());
         };
         // Pre-aggregate projection, then route each row by its key.
-        run_calc(&spec.plan.calc, &view, 0..view.n_rows(), &mut w.staged, |_| false, |_| {});
+        run_calc_columnar(&spec.plan.calc, &view, &mut w.staged, &mut j.selection);
         let staged = w.staged.finish();
         let sv = staged.view();
         let n_shards = self.graph.n_shards();
