@@ -17,7 +17,7 @@ use crate::constants::{
     BATCH_BYTES_MAX, BATCH_LINGER_US, EXCHANGE_BATCH_ROWS_MAX, EXCHANGE_DRAIN_BATCHES_MAX, SHARD_PARK_TIMEOUT_MS,
     SHARD_SPIN_BEFORE_PARK_US, SOURCE_BATCH_ROWS_MAX,
 };
-use crate::operator::calc::{copy_cell, run_calc_columnar};
+use crate::operator::calc::run_calc_columnar;
 use crate::operator::key::{encode_key, key_hash};
 use crate::operator::window_agg::WindowAggregator;
 use crate::queue::{Doorbell, Message, ShardId};
@@ -75,6 +75,8 @@ struct WindowJob {
     types: Vec<DataType>,
     n_keys: usize,
     key_buf: Vec<u8>,
+    /// Rows of the batch being routed, per destination shard (reused between batches).
+    by_shard: Vec<Vec<u32>>,
     /// Pre-aggregation rows of the source batch being routed.
     staged: BatchBuilder,
     late_reported: u64,
@@ -166,6 +168,7 @@ impl ShardTask {
             n_keys: w.n_keys,
             key_buf: Vec::new(),
             staged: BatchBuilder::new(&w.input.types()),
+            by_shard: vec![Vec::new(); n],
             late_reported: 0,
         });
         let dead_letter = spec
@@ -475,8 +478,11 @@ impl ShardTask {
         run_calc_columnar(&spec.plan.calc, &view, &mut w.staged, &mut j.selection);
         let staged = w.staged.finish();
         let sv = staged.view();
+        // Partition the rows by destination shard, then copy each partition column at a time.
         let n_shards = self.graph.n_shards();
-        let mut full_lanes = Vec::new();
+        for sel in &mut w.by_shard {
+            sel.clear();
+        }
         for row in 0..sv.n_rows() {
             let to = if n_shards == 1 {
                 self.id
@@ -484,19 +490,25 @@ impl ShardTask {
                 encode_key(&sv, row, w.n_keys, &mut w.key_buf);
                 self.graph.routing.route(key_hash(&w.key_buf))
             };
-            let out = &mut w.outbox[to.idx()];
-            for (col, ty) in w.types.iter().enumerate() {
-                copy_cell(&sv, col, row, &mut out.rows, col, *ty);
+            w.by_shard[to.idx()].push(row as u32);
+        }
+        let mut full_lanes = Vec::new();
+        for (to, sel) in w.by_shard.iter().enumerate() {
+            if sel.is_empty() {
+                continue;
             }
-            out.rows.end_row();
-            if full(&out.rows) {
-                full_lanes.push(to);
+            let out = &mut w.outbox[to].rows;
+            for col in 0..w.types.len() {
+                out.gather(col, &sv, col, sel);
+            }
+            out.end_rows(sel.len());
+            if full(out) {
+                full_lanes.push(ShardId(to as u16));
             }
         }
         for o in &mut w.outbox {
             o.touch(now);
         }
-        full_lanes.dedup();
         for to in full_lanes {
             self.flush_outbox(job, to).await?;
         }
