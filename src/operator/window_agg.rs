@@ -85,11 +85,6 @@ impl WindowAggregator {
         self.watermark
     }
 
-    /// Number of (slice or session, key) entries held: the operator's state size.
-    pub fn state_entries(&self) -> usize {
-        self.slices.values().map(KeyedAccs::len).sum::<usize>() + self.session_timers.len()
-    }
-
     /// Adds the rows of a batch of `plan.input` rows.
     pub fn process(&mut self, view: &BatchView<'_>) {
         let spec = self.plan.spec;

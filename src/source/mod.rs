@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::constants::{BAD_INPUT_LOG_INTERVAL_MS, BAD_INPUT_LOG_LINES_MAX};
-use crate::record::{BatchBuilder, DataType, Schema};
+use crate::record::{BatchBuilder, Schema};
 
 #[derive(Debug, Clone)]
 pub struct SourceError {
@@ -106,9 +106,4 @@ impl BadInput {
 /// Largest value of an integer column in a batch builder's finished view: the batch's max event time.
 pub fn max_event_time(view: &crate::record::BatchView<'_>, col: usize) -> Option<i64> {
     (0..view.n_rows()).filter(|r| !view.is_null(col, *r)).map(|r| view.int(col, r)).max()
-}
-
-/// True when a type can be an event-time column.
-pub fn is_time_type(ty: DataType) -> bool {
-    ty == DataType::Timestamp
 }

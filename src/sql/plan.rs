@@ -43,13 +43,6 @@ impl Calc {
         }
         used
     }
-
-    /// True when the calc passes its input through unchanged.
-    pub fn is_identity(&self, input: &Schema) -> bool {
-        self.filter.is_none()
-            && self.exprs.len() == input.len()
-            && self.exprs.iter().enumerate().all(|(i, e)| e.as_column() == Some(i))
-    }
 }
 
 fn mark_columns(e: &Expr, used: &mut [bool]) {
