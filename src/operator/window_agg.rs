@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::accumulator::{merge_rows, new_row, Acc, AccRow};
-use super::calc::run_calc;
+use super::calc::run_calc_columnar;
 use super::key::{decode_key_into, encode_key, key_hash};
 use super::keyed::KeyedAccs;
 use crate::constants::EXCHANGE_BATCH_ROWS_MAX;
@@ -57,6 +57,8 @@ pub struct WindowAggregator {
     session_timers: BTreeSet<(i64, Key)>,
     key_buf: Vec<u8>,
     scratch: Vec<u8>,
+    /// Fired rows that pass HAVING (reused between firings).
+    selection: Vec<u32>,
     agg_out: BatchBuilder,
     out: BatchBuilder,
     pub stats: WindowAggStats,
@@ -74,6 +76,7 @@ impl WindowAggregator {
             session_timers: BTreeSet::new(),
             key_buf: Vec::new(),
             scratch: Vec::new(),
+            selection: Vec::new(),
             agg_out: BatchBuilder::new(&plan.output.types()),
             out: BatchBuilder::new(&plan.post.schema.types()),
             stats: WindowAggStats::default(),
@@ -254,24 +257,12 @@ impl WindowAggregator {
         if self.agg_out.is_empty() {
             return;
         }
+        // `agg_out` is flushed at a batch's worth of rows, and the calc emits at most one row per input row.
         let fired = self.agg_out.finish();
-        let view = fired.view();
-        let out = &mut self.out;
-        let mut emitted = 0u64;
-        run_calc(
-            &self.plan.post,
-            &view,
-            0..view.n_rows(),
-            out,
-            |b| b.n_rows() >= EXCHANGE_BATCH_ROWS_MAX,
-            |b| {
-                emitted += b.n_rows() as u64;
-                emit(b.finish());
-            },
-        );
-        if !out.is_empty() {
-            emitted += out.n_rows() as u64;
-            emit(out.finish());
+        run_calc_columnar(&self.plan.post, &fired.view(), &mut self.out, &mut self.selection);
+        let emitted = self.out.n_rows() as u64;
+        if emitted > 0 {
+            emit(self.out.finish());
         }
         self.stats.rows_emitted += emitted;
     }
