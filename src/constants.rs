@@ -92,6 +92,25 @@ pub const SOURCE_IDLE_TIMEOUT_DEFAULT_MS: u64 = 5_000;
 /// this many disjoint open sessions means the watermark is far behind. Only bounds a scan, not correctness.
 pub const SESSION_WINDOWS_PER_KEY_HINT: usize = 4;
 
+/// A state log segment is sealed and a new one begun once it holds this much: small enough that deleting
+/// segments no retained checkpoint needs frees disk soon after a compaction, large enough that a shard opens a
+/// new file rarely (and, with the S3 mirror, that uploads are few and large).
+pub const STATE_SEGMENT_BYTES_MAX: u64 = 64 << 20;
+
+/// Deltas since the last base may grow to the base's size, or to this, before the shard writes a new base:
+/// a tiny state is not rewritten at every checkpoint.
+pub const STATE_COMPACT_MIN_BYTES: u64 = 4 << 20;
+
+/// Completed checkpoints kept (manifests and the log they name); older ones are deleted. More than one, so a
+/// checkpoint found damaged at recovery still leaves an older one to start from.
+pub const CHECKPOINTS_RETAINED: usize = 3;
+
+/// The state directory when `runtime.state_dir` is not set: `state` beside the config file.
+pub const STATE_DIR_DEFAULT: &str = "state";
+
+/// Shortest checkpoint interval accepted: each checkpoint costs every shard a barrier alignment and a sync.
+pub const CHECKPOINT_INTERVAL_MIN_MS: u64 = 10;
+
 const _: () = assert!(SOURCE_BATCH_ROWS_MAX <= u32::MAX as usize);
 const _: () = assert!(EXCHANGE_BATCH_ROWS_MAX <= u32::MAX as usize);
 const _: () = assert!(BATCH_LINGER_US <= 1_000, "the linger must stay within 1 ms");

@@ -5,6 +5,7 @@
 //! (watermarks) → `queue` (the exchange between shards) → `source` and `sink` (the edges) → `shard` (one
 //! executor per core, its event loop) → `metrics` → `daemon` (wires it all and reports).
 
+pub mod checkpoint;
 pub mod config;
 pub mod constants;
 pub mod daemon;
@@ -16,5 +17,6 @@ pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod sql;
+pub mod state;
 pub mod time;
 pub mod window;

@@ -65,6 +65,16 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     pub sinks: BTreeMap<String, SinkConfig>,
     pub jobs: Vec<JobConfig>,
+    /// `[checkpoint]`: absent means no checkpoints.
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// Time between the start of one checkpoint and the next (after the previous completed).
+    pub interval_ms: u64,
+    /// Where the state log and the manifests live (`runtime.state_dir`, default `state` beside the config).
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +193,7 @@ impl Config {
         let sinks = root
             .table("sinks")
             .map(|t| t.and_then(|t| named_tables(t, "sinks", &mut errors, |s, e| sink_config(s, &base, e))));
+        let checkpoint = root.table("checkpoint").map(|t| t.map(|t| checkpoint_config(t, &mut errors)));
         root.allow(&["jobs"]);
         let jobs = jobs_config(&table, text, &mut errors);
         errors.extend(root.unknown_keys("the config file"));
@@ -194,6 +205,17 @@ impl Config {
             }
         };
         let runtime = runtime.unwrap_or_else(|| runtime_config(&toml::Table::new(), &base, &mut errors));
+        let checkpoint = match checkpoint {
+            Ok(Some(interval_ms)) => interval_ms.map(|interval_ms| CheckpointConfig {
+                interval_ms,
+                state_dir: runtime.state_dir.clone().unwrap_or_else(|| base.join(crate::constants::STATE_DIR_DEFAULT)),
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
         if jobs.is_empty() && errors.is_empty() {
             errors.push(ConfigError::new("jobs", "no job is defined; add a [[jobs]] table with a name and an sql"));
         }
@@ -210,7 +232,7 @@ impl Config {
         if !errors.is_empty() {
             return Err(fail(errors));
         }
-        Ok(Config { file: file.to_path_buf(), runtime, sources, sinks, jobs })
+        Ok(Config { file: file.to_path_buf(), runtime, sources, sinks, jobs, checkpoint })
     }
 }
 
@@ -301,6 +323,27 @@ fn runtime_config(table: &toml::Table, base: &Path, errors: &mut Vec<ConfigError
     let state_dir = collect(s.str("state_dir"), errors).flatten().map(|p| base.join(p));
     errors.extend(s.unknown_keys("[runtime]"));
     RuntimeConfig { cores, cpus: available.into_iter().take(cores).collect(), key_groups, state_dir }
+}
+
+/// `[checkpoint]`: the interval (required there).
+fn checkpoint_config(table: &toml::Table, errors: &mut Vec<ConfigError>) -> Option<u64> {
+    let mut s = Section::new("checkpoint", table);
+    let interval = collect(s.duration_us("interval"), errors).flatten();
+    errors.extend(s.unknown_keys("[checkpoint]"));
+    match interval {
+        None => {
+            errors.push(s.error("interval", "is required in [checkpoint], e.g. interval = \"1s\" (leave out [checkpoint] to run without checkpoints)"));
+            None
+        }
+        Some(us) if us / 1000 < crate::constants::CHECKPOINT_INTERVAL_MIN_MS => {
+            errors.push(s.error(
+                "interval",
+                format!("must be at least {} ms", crate::constants::CHECKPOINT_INTERVAL_MIN_MS),
+            ));
+            None
+        }
+        Some(us) => Some(us / 1000),
+    }
 }
 
 fn source_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -> Option<SourceConfig> {

@@ -5,16 +5,20 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::manifest::{Binding, JobBinding, RunState, FORMAT_VERSION};
+use crate::checkpoint::recovery::{recover, RecoveryError};
+use crate::checkpoint::{CheckpointControl, Coordinator, ShardAck, ShardRestore};
 use crate::config::{Config, SinkConnector, SourceConnector};
 use crate::constants::METRICS_REPORT_INTERVAL_MS;
 use crate::metrics::{report_line, JobMetrics, JobSnapshot};
 use crate::queue::Exchange;
 use crate::shard::routing::RoutingTable;
 use crate::shard::{JobGraph, JobSpec, SplitSpec};
+use crate::sink::file::settle_parts;
 use crate::sql::plan::TableInfo;
 use crate::sql::{parse_watermark, plan_job, JobPlan, WatermarkSpec};
 
@@ -164,19 +168,35 @@ pub fn describe(p: &Prepared) -> String {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    if STOP.swap(true, Ordering::SeqCst) {
-        // A second signal: the user wants out now.
-        unsafe { libc::_exit(130) };
-    }
-}
-
+/// SIGINT and SIGTERM are blocked in every thread (shards inherit the mask) and taken by one thread with
+/// `sigwait`: a signal delivered into a shard would interrupt its io_uring wait, and glommio can lose track
+/// of in-flight I/O then. The first signal asks for a clean stop; a second one exits at once.
 fn install_signal_handlers() {
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only touches an atomic and may call _exit, both async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
+    // SAFETY: plain libc calls on a local, zero-initialized signal set.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || loop {
+        let mut sig = 0;
+        // SAFETY: `set` is a valid signal set; sigwait writes the signal number into `sig`.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        if STOP.swap(true, Ordering::SeqCst) {
+            // A second signal: the user wants out now.
+            std::process::exit(130);
+        }
+        tracing::info!("signal {sig} received: stopping (a second one exits at once)");
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the signal thread ({e}); SIGINT and SIGTERM stop the process abruptly");
+        // SAFETY: undoes the block above on this thread's set.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     }
 }
 
@@ -243,13 +263,138 @@ fn build_graph(p: &Prepared) -> Result<JobGraph, DaemonError> {
         jobs,
         abort: AtomicBool::new(false),
         stop: &STOP,
+        checkpoints: None,
     })
+}
+
+/// What a checkpoint of this config is bound to (see `checkpoint::manifest::Binding`).
+pub fn binding(p: &Prepared) -> Binding {
+    let c = &p.config;
+    let fields = |s: &crate::record::Schema| {
+        s.fields.iter().map(|f| format!("{} {}", f.name, f.ty)).collect::<Vec<_>>().join(", ")
+    };
+    let jobs = p
+        .jobs
+        .iter()
+        .map(|job| {
+            let source = &c.sources[&job.plan.source];
+            let state = match &job.plan.window {
+                None => "stateless".to_string(),
+                Some(w) => format!(
+                    "{} over ({}) keyed by {} with [{}]",
+                    w.spec,
+                    fields(&w.input),
+                    w.n_keys,
+                    w.aggs.iter().map(|a| a.text.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            JobBinding {
+                name: job.name.clone(),
+                source: format!("{} {} ({})", source.name, source.connector.name(), fields(&source.schema)),
+                state,
+            }
+        })
+        .collect();
+    Binding { format_version: FORMAT_VERSION, key_groups: c.runtime.key_groups, jobs }
+}
+
+/// The file sink directories of the jobs and the writer names their parts carry.
+fn file_sink_writers(graph: &JobGraph) -> Vec<(std::path::PathBuf, Vec<String>)> {
+    let mut out: Vec<(std::path::PathBuf, Vec<String>)> = Vec::new();
+    for job in &graph.jobs {
+        let sinks = [(&job.sink, job.name.clone())]
+            .into_iter()
+            .chain(job.dead_letter.iter().map(|d| (d, format!("deadletter-{}", job.name))));
+        for (sink, writer) in sinks {
+            if let SinkConnector::File { path } = &sink.connector {
+                match out.iter_mut().find(|(p, _)| p == path) {
+                    Some((_, w)) => w.push(writer),
+                    None => out.push((path.clone(), vec![writer])),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sets up checkpointing: restores the newest checkpoint, if any, settles the sinks' parts to it. Returns
+/// the control block and the epoch restored (0 for a fresh start), or `None` when the restored checkpoint
+/// ended the run (nothing left to do).
+fn prepare_checkpoints(
+    p: &Prepared,
+    graph: &JobGraph,
+    cfg: &crate::config::CheckpointConfig,
+) -> Result<Option<(Arc<CheckpointControl>, crossbeam_channel::Receiver<ShardAck>, u64)>, DaemonError> {
+    let n = graph.n_shards();
+    let b = binding(p);
+    let recovered = recover(&cfg.state_dir, &b, &graph.routing, n).map_err(|e| match e {
+        RecoveryError::Binding(m) => DaemonError::Config(m),
+        RecoveryError::Fatal(m) => DaemonError::Runtime(m),
+    })?;
+    let epoch = recovered.as_ref().map_or(0, |r| r.manifest.epoch);
+    for (dir, writers) in file_sink_writers(graph) {
+        let (committed, deleted) = settle_parts(&dir, &writers, epoch).map_err(DaemonError::Runtime)?;
+        if committed + deleted > 0 {
+            tracing::info!(
+                "sink {}: committed {committed} part file(s) of checkpoint {epoch} or earlier, deleted {deleted} of later epochs",
+                dir.display()
+            );
+        }
+    }
+    let mut restore: Vec<Option<ShardRestore>> = (0..n).map(|_| None).collect();
+    if let Some(r) = recovered {
+        tracing::info!(
+            "restored checkpoint {} from {}: {} state entries, {} bytes of log read in {:.1} ms",
+            r.manifest.epoch,
+            cfg.state_dir.display(),
+            r.entries,
+            r.bytes,
+            r.took.as_secs_f64() * 1e3
+        );
+        if r.manifest.run == RunState::Finished {
+            return Ok(None);
+        }
+        restore = r.shards.into_iter().map(Some).collect();
+    } else {
+        tracing::info!("no checkpoint in {}: starting from the beginning", cfg.state_dir.display());
+    }
+    let (acks_tx, acks_rx) = crossbeam_channel::bounded(n);
+    let ctl = Arc::new(CheckpointControl {
+        interval: Duration::from_millis(cfg.interval_ms),
+        state_dir: cfg.state_dir.clone(),
+        requested: AtomicU64::new(epoch),
+        completed: AtomicU64::new(epoch),
+        final_epoch: AtomicU64::new(0),
+        finished_shards: AtomicUsize::new(0),
+        acks: acks_tx,
+        restore: std::sync::Mutex::new(restore),
+    });
+    Ok(Some((ctl, acks_rx, epoch)))
 }
 
 /// Runs every job to completion (bounded sources) or until SIGINT/SIGTERM.
 pub fn run(file: &Path) -> Result<(), DaemonError> {
     let prepared = prepare(file)?;
-    let graph = Arc::new(build_graph(&prepared)?);
+    let mut graph = build_graph(&prepared)?;
+    let mut coordinator = None;
+    if let Some(cfg) = &prepared.config.checkpoint {
+        match prepare_checkpoints(&prepared, &graph, cfg)? {
+            None => {
+                eprintln!(
+                    "the newest checkpoint in {} marks the end of the input: every job already ran to completion. Empty runtime.state_dir to run them again.",
+                    cfg.state_dir.display()
+                );
+                return Ok(());
+            }
+            Some((ctl, acks, epoch)) => {
+                let b = binding(&prepared);
+                coordinator =
+                    Some(Coordinator::new(ctl.clone(), acks, graph.n_shards(), b, epoch).map_err(DaemonError::Runtime)?);
+                graph.checkpoints = Some(ctl);
+            }
+        }
+    }
+    let graph = Arc::new(graph);
     install_signal_handlers();
     tracing::info!(
         "starting {} job(s) on {} shard(s), CPUs {:?}",
@@ -271,22 +416,42 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
     let interval = Duration::from_millis(METRICS_REPORT_INTERVAL_MS);
     let mut prev: Vec<JobSnapshot> = vec![JobSnapshot::default(); graph.jobs.len()];
     let mut last = Instant::now();
+    let ring = || graph.ring_all();
+    let never = crossbeam_channel::never();
+    let mut checkpoint_error = None;
     let result = loop {
-        match done_rx.recv_timeout(interval) {
-            Ok(r) => break r,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                let now = Instant::now();
-                for (job, p) in graph.jobs.iter().zip(prev.iter_mut()) {
-                    let snap = job.metrics.snapshot();
-                    tracing::info!("{}", report_line(&job.metrics, snap, *p, now - last));
-                    *p = snap;
+        let now = Instant::now();
+        let report_in = (last + interval).saturating_duration_since(now);
+        let wait = coordinator.as_ref().map_or(report_in, |c| c.due_in(now).min(report_in));
+        let acks = coordinator.as_ref().map_or(&never, |c| c.acks());
+        crossbeam_channel::select! {
+            recv(done_rx) -> r => break r.unwrap_or_else(|_| Err("the shards stopped without a result".into())),
+            recv(acks) -> ack => {
+                if let (Some(c), Ok(ack)) = (coordinator.as_mut(), ack) {
+                    if let Err(e) = c.on_ack(ack, &ring) {
+                        checkpoint_error = Some(e);
+                        graph.abort();
+                    }
                 }
-                last = now;
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                break Err("the shards stopped without a result".into())
-            }
+            default(wait) => {}
         }
+        if let Some(c) = coordinator.as_mut() {
+            c.tick(Instant::now(), STOP.load(Ordering::SeqCst), &ring);
+        }
+        let now = Instant::now();
+        if now >= last + interval {
+            for (job, p) in graph.jobs.iter().zip(prev.iter_mut()) {
+                let snap = job.metrics.snapshot();
+                tracing::info!("{}", report_line(&job.metrics, snap, *p, now - last));
+                *p = snap;
+            }
+            last = now;
+        }
+    };
+    let result = match checkpoint_error {
+        Some(e) => Err(e),
+        None => result,
     };
     let _ = runner.join();
     let elapsed = started.elapsed();

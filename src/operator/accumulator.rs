@@ -138,4 +138,162 @@ pub fn merge_rows(into: &mut AccRow, from: &AccRow) {
     }
 }
 
+// ----- state encoding (checkpoints) -----
+//
+// A row of accumulators is encoded as the accumulators in order, each a tag byte and its fields, integers
+// little endian: 1 COUNT n:i64; 2 COUNT DISTINCT count:u32 then count × (len:u32, bytes); 3 SUM/AVG of
+// integers sum:i64 n:i64; 4 SUM/AVG of doubles sum:f64-bits n:i64; 5 MIN and 6 MAX, each a value:
+// 0 none, 1 NULL, 2 integer i64, 3 double f64-bits, 4 boolean u8, 5 string (len:u32, bytes).
+
+const ACC_COUNT: u8 = 1;
+const ACC_COUNT_DISTINCT: u8 = 2;
+const ACC_SUM_INT: u8 = 3;
+const ACC_SUM_DOUBLE: u8 = 4;
+const ACC_MIN: u8 = 5;
+const ACC_MAX: u8 = 6;
+
+fn put_bytes(b: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn encode_value(v: &Option<Value>, out: &mut Vec<u8>) {
+    match v {
+        None => out.push(0),
+        Some(Value::Null) => out.push(1),
+        Some(Value::Int(i)) => {
+            out.push(2);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Some(Value::Double(d)) => {
+            out.push(3);
+            out.extend_from_slice(&d.to_bits().to_le_bytes());
+        }
+        Some(Value::Bool(b)) => {
+            out.push(4);
+            out.push(u8::from(*b));
+        }
+        Some(Value::Str(s)) => {
+            out.push(5);
+            put_bytes(s, out);
+        }
+    }
+}
+
+/// Appends the encoding of a row of accumulators.
+pub fn encode_accs(accs: &[Acc], out: &mut Vec<u8>) {
+    for acc in accs {
+        match acc {
+            Acc::Count(n) => {
+                out.push(ACC_COUNT);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Acc::CountDistinct(set) => {
+                out.push(ACC_COUNT_DISTINCT);
+                out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+                for v in set.iter() {
+                    put_bytes(v, out);
+                }
+            }
+            Acc::SumInt { sum, n } => {
+                out.push(ACC_SUM_INT);
+                out.extend_from_slice(&sum.to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Acc::SumDouble { sum, n } => {
+                out.push(ACC_SUM_DOUBLE);
+                out.extend_from_slice(&sum.to_bits().to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Acc::Min(v) => {
+                out.push(ACC_MIN);
+                encode_value(v, out);
+            }
+            Acc::Max(v) => {
+                out.push(ACC_MAX);
+                encode_value(v, out);
+            }
+        }
+    }
+}
+
+/// Reads an encoding, failing on anything short or unknown (never panicking: the bytes come from disk).
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("an accumulator ends early".into());
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn value(&mut self) -> Result<Option<Value>, String> {
+        Ok(match self.u8()? {
+            0 => None,
+            1 => Some(Value::Null),
+            2 => Some(Value::Int(self.i64()?)),
+            3 => Some(Value::Double(f64::from_bits(self.i64()? as u64))),
+            4 => Some(Value::Bool(self.u8()? != 0)),
+            5 => Some(Value::Str(self.bytes()?.into())),
+            t => return Err(format!("unknown value tag {t}")),
+        })
+    }
+}
+
+/// Decodes a row of accumulators for `calls`; each must be of the kind `calls` makes.
+pub fn decode_accs(bytes: &[u8], calls: &[AggCall]) -> Result<AccRow, String> {
+    decode_accs_prefix(&mut Reader(bytes), calls).and_then(|(row, rest)| {
+        if rest.is_empty() {
+            Ok(row)
+        } else {
+            Err(format!("{} bytes left over after the accumulators", rest.len()))
+        }
+    })
+}
+
+fn decode_accs_prefix<'a>(r: &mut Reader<'a>, calls: &[AggCall]) -> Result<(AccRow, &'a [u8]), String> {
+    let mut row = Vec::with_capacity(calls.len());
+    for call in calls {
+        let acc = match (r.u8()?, Acc::new(call)) {
+            (ACC_COUNT, Acc::Count(_)) => Acc::Count(r.i64()?),
+            (ACC_COUNT_DISTINCT, Acc::CountDistinct(mut set)) => {
+                let n = r.u32()?;
+                for _ in 0..n {
+                    set.insert(r.bytes()?.into());
+                }
+                Acc::CountDistinct(set)
+            }
+            (ACC_SUM_INT, Acc::SumInt { .. }) => Acc::SumInt { sum: r.i64()?, n: r.i64()? },
+            (ACC_SUM_DOUBLE, Acc::SumDouble { .. }) => {
+                Acc::SumDouble { sum: f64::from_bits(r.i64()? as u64), n: r.i64()? }
+            }
+            (ACC_MIN, Acc::Min(_)) => Acc::Min(r.value()?),
+            (ACC_MAX, Acc::Max(_)) => Acc::Max(r.value()?),
+            (tag, _) => return Err(format!("accumulator tag {tag} does not fit aggregate {}", call.text)),
+        };
+        row.push(acc);
+    }
+    Ok((row.into_boxed_slice(), r.0))
+}
+
+/// Decodes a row of accumulators from the front of `bytes`; returns it and the bytes after it.
+pub fn decode_accs_from<'a>(bytes: &'a [u8], calls: &[AggCall]) -> Result<(AccRow, &'a [u8]), String> {
+    decode_accs_prefix(&mut Reader(bytes), calls)
+}
+
 const _: () = assert!(std::mem::size_of::<Acc>() <= 32, "accumulators stay small: they are stored per key and slice");

@@ -1,6 +1,7 @@
 //! Accumulators by key for one slice or window, in flat storage: a hash table of small slots, one byte arena
 //! for the keys, one vector of accumulators (a row of `n_aggs` per key). A new key costs no allocation of its
-//! own, and a lookup compares the full 64-bit hash before it touches the key bytes.
+//! own, and a lookup compares the full 64-bit hash before it touches the key bytes. With change tracking on
+//! (checkpoints), a bit per key says whether it changed since the last checkpoint.
 
 use hashbrown::HashTable;
 
@@ -21,11 +22,20 @@ pub struct KeyedAccs {
     keys: Vec<u8>,
     accs: Vec<Acc>,
     n_aggs: usize,
+    /// One bit per row, set when the row changes; `None` when changes are not tracked.
+    changed: Option<Vec<u64>>,
 }
 
 impl KeyedAccs {
     pub fn new(n_aggs: usize) -> KeyedAccs {
-        KeyedAccs { table: HashTable::new(), keys: Vec::new(), accs: Vec::new(), n_aggs }
+        KeyedAccs { table: HashTable::new(), keys: Vec::new(), accs: Vec::new(), n_aggs, changed: None }
+    }
+
+    /// From now on, remember which keys change (for incremental checkpoints).
+    pub fn track_changes(&mut self) {
+        if self.changed.is_none() {
+            self.changed = Some(vec![0; self.table.len().div_ceil(64)]);
+        }
     }
 
     /// An empty table sized for `n_keys` keys of about `key_bytes` bytes each, so that a slice that grows as
@@ -36,6 +46,7 @@ impl KeyedAccs {
             keys: Vec::with_capacity(n_keys * key_bytes),
             accs: Vec::with_capacity(n_keys * n_aggs),
             n_aggs,
+            changed: None,
         }
     }
 
@@ -55,6 +66,14 @@ impl KeyedAccs {
     /// The accumulators of `key` (whose stable hash is `hash`), created from `calls` if the key is new.
     #[inline]
     pub fn row_mut(&mut self, hash: u64, key: &[u8], calls: &[AggCall]) -> &mut [Acc] {
+        let row = self.find_or_insert(hash, key, || calls.iter().map(Acc::new));
+        let n = self.n_aggs;
+        &mut self.accs[row as usize * n..(row as usize + 1) * n]
+    }
+
+    /// The row of `key`, inserted with `new()`'s accumulators if the key is new; marked changed.
+    #[inline]
+    fn find_or_insert<I: Iterator<Item = Acc>>(&mut self, hash: u64, key: &[u8], new: impl FnOnce() -> I) -> u32 {
         let keys = &self.keys;
         let found = self
             .table
@@ -66,13 +85,48 @@ impl KeyedAccs {
                 let row = self.table.len() as u32;
                 let slot = Slot { hash, key_start: self.keys.len() as u32, key_len: key.len() as u32, row };
                 self.keys.extend_from_slice(key);
-                self.accs.extend(calls.iter().map(Acc::new));
+                self.accs.extend(new());
                 self.table.insert_unique(hash, slot, |s| s.hash);
                 row
             }
         };
+        if let Some(bits) = &mut self.changed {
+            let word = row as usize / 64;
+            if word >= bits.len() {
+                bits.resize(word + 1, 0);
+            }
+            bits[word] |= 1 << (row % 64);
+        }
+        row
+    }
+
+    /// Puts a key with restored accumulators (not marked changed: it is in the checkpoint it came from).
+    pub fn restore(&mut self, hash: u64, key: &[u8], accs: Box<[Acc]>) {
+        let tracking = self.changed.take();
+        let row = self.find_or_insert(hash, key, || accs.iter().cloned());
         let n = self.n_aggs;
-        &mut self.accs[row as usize * n..(row as usize + 1) * n]
+        self.accs[row as usize * n..(row as usize + 1) * n].clone_from_slice(&accs);
+        self.changed = tracking;
+    }
+
+    /// The keys that changed since [`Self::clear_changed`] (every key when changes are not tracked).
+    pub fn iter_changed(&self) -> impl Iterator<Item = (u64, &[u8], &[Acc])> {
+        let n = self.n_aggs;
+        let changed = self.changed.as_deref();
+        self.table
+            .iter()
+            .filter(move |s| changed.is_none_or(|b| b.get(s.row as usize / 64).is_some_and(|w| w >> (s.row % 64) & 1 == 1)))
+            .map(move |s| {
+                let key = &self.keys[s.key_start as usize..(s.key_start + s.key_len) as usize];
+                (s.hash, key, &self.accs[s.row as usize * n..(s.row as usize + 1) * n])
+            })
+    }
+
+    /// Forgets which keys changed.
+    pub fn clear_changed(&mut self) {
+        if let Some(bits) = &mut self.changed {
+            bits.fill(0);
+        }
     }
 
     /// Folds every key of `other` into this one.

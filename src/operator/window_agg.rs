@@ -6,19 +6,29 @@
 //! when the watermark reaches its max timestamp; its state is dropped once no later window needs it.
 //! A record all of whose windows have fired is late: dropped and counted.
 //!
-//! Invariant: no I/O. Rows in, rows out through a callback; the shard owns batching and delivery.
+//! State for checkpoints: with change tracking on, the operator remembers which (slice, key) rows and which
+//! session keys changed and which slices were dropped since the last checkpoint, and writes exactly those
+//! into a [`BlobEncoder`] (or everything, for a base). Namespaces in the log: a slice's end for slice rows,
+//! [`SESSION_NAMESPACE`] for a key's open sessions.
+//!
+//! Invariant: no I/O. Rows in, rows out through a callback; the shard owns batching, delivery and the log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::accumulator::{merge_rows, new_row, Acc, AccRow};
+use super::accumulator::{decode_accs, decode_accs_from, encode_accs, merge_rows, new_row, Acc, AccRow};
 use super::calc::run_calc_columnar;
 use super::key::{decode_key_into, encode_key, key_hash};
 use super::keyed::KeyedAccs;
 use crate::constants::EXCHANGE_BATCH_ROWS_MAX;
 use crate::record::types::{DataType, Datum};
 use crate::record::{BatchBuf, BatchBuilder, BatchView};
+use crate::shard::routing::key_group_of;
 use crate::sql::WindowAggPlan;
+use crate::state::log::BlobEncoder;
 use crate::window::{Window, WindowSpec};
+
+/// The log namespace of session state (slice namespaces are slice ends, never this small).
+pub const SESSION_NAMESPACE: i64 = i64::MIN;
 
 type Key = Box<[u8]>;
 type KeyMap<V> = HashMap<Key, V, xxhash_rust::xxh3::Xxh3Builder>;
@@ -62,6 +72,21 @@ pub struct WindowAggregator {
     agg_out: BatchBuilder,
     out: BatchBuilder,
     pub stats: WindowAggStats,
+    /// Change tracking for incremental checkpoints (`None`: off).
+    changes: Option<Changes>,
+    /// After a restore onto a different shard layout: per key group, the watermark its windows had fired up
+    /// to, where that is beyond this operator's own watermark. Rows and firings at or below it are skipped.
+    floors: Option<Vec<i64>>,
+    key_groups: u32,
+}
+
+/// What changed since the last checkpoint, beyond the per-row marks kept in each slice's table.
+#[derive(Debug, Default)]
+struct Changes {
+    /// Slices dropped (all their windows fired).
+    dropped: Vec<i64>,
+    /// Keys whose sessions changed.
+    sessions: HashSet<Key>,
 }
 
 impl WindowAggregator {
@@ -80,7 +105,116 @@ impl WindowAggregator {
             agg_out: BatchBuilder::new(&plan.output.types()),
             out: BatchBuilder::new(&plan.post.schema.types()),
             stats: WindowAggStats::default(),
+            changes: None,
+            floors: None,
+            key_groups: 1,
             plan: plan.clone(),
+        }
+    }
+
+    /// Tracks changes from now on, so that [`Self::snapshot`] can write deltas; `key_groups` is the job's
+    /// key group count, which the log groups entries by.
+    pub fn track_changes(&mut self, key_groups: u32) {
+        self.key_groups = key_groups;
+        self.changes = Some(Changes::default());
+        for slice in self.slices.values_mut() {
+            slice.track_changes();
+        }
+    }
+
+    fn key_group(&self, hash: u64) -> u32 {
+        u32::from(key_group_of(hash, self.key_groups).0)
+    }
+
+    /// True if rows of `key_group` for a window ending at `end` must be skipped: it fired before a restore.
+    fn below_floor(&self, hash: u64, end: i64) -> bool {
+        self.floors.as_ref().is_some_and(|f| end - 1 <= f[self.key_group(hash) as usize])
+    }
+
+    /// Writes the state that changed since the last snapshot (everything if `full`) as entries of `job`,
+    /// grouped by key group, and forgets the changes.
+    pub fn snapshot(&mut self, job: u16, full: bool, enc: &mut BlobEncoder) {
+        let changes = self.changes.get_or_insert_with(Changes::default);
+        if !full {
+            for ns in changes.dropped.drain(..) {
+                enc.drop_namespace(job, ns);
+            }
+        }
+        changes.dropped.clear();
+        let n_groups = self.key_groups as usize;
+        let mut by_group: Vec<Vec<(i64, &[u8], &[Acc])>> = vec![Vec::new(); n_groups];
+        for (&ns, slice) in &self.slices {
+            let rows: Box<dyn Iterator<Item = (u64, &[u8], &[Acc])>> =
+                if full { Box::new(slice.iter()) } else { Box::new(slice.iter_changed()) };
+            for (hash, key, accs) in rows {
+                by_group[key_group_of(hash, self.key_groups).0 as usize].push((ns, key, accs));
+            }
+        }
+        let session_keys: Vec<&Key> =
+            if full { self.sessions.keys().collect() } else { changes.sessions.iter().collect() };
+        let mut session_values = Vec::new();
+        for key in session_keys {
+            let kg = key_group_of(key_hash(key), self.key_groups).0 as usize;
+            session_values.push((kg, key, self.sessions.get(key)));
+        }
+        for (kg, entries) in by_group.iter().enumerate() {
+            // Slice rows are never deleted one by one: a slice goes as a whole (a dropped namespace).
+            for (ns, key, accs) in entries {
+                enc.put(job, kg as u32, *ns, key, |b| encode_accs(accs, b));
+            }
+        }
+        session_values.sort_unstable_by_key(|(kg, _, _)| *kg);
+        for (kg, key, sessions) in session_values {
+            match sessions {
+                Some(list) => enc.put(job, kg as u32, SESSION_NAMESPACE, key, |b| encode_sessions(list, b)),
+                None => enc.delete(job, kg as u32, SESSION_NAMESPACE, key),
+            }
+        }
+        if let Some(c) = &mut self.changes {
+            c.sessions.clear();
+        }
+        for slice in self.slices.values_mut() {
+            slice.clear_changed();
+        }
+    }
+
+    /// Puts one entry of a checkpoint back (before any row is processed).
+    pub fn restore_entry(&mut self, namespace: i64, key: &[u8], value: &[u8]) -> Result<(), String> {
+        if namespace == SESSION_NAMESPACE {
+            let list = decode_sessions(value, &self.plan.aggs)?;
+            for s in &list {
+                self.session_timers.insert((s.window.end, key.into()));
+            }
+            self.sessions.insert(key.into(), list);
+            return Ok(());
+        }
+        let accs = decode_accs(value, &self.plan.aggs)?;
+        let n_aggs = self.plan.aggs.len();
+        let tracking = self.changes.is_some();
+        let slice = self.slices.entry(namespace).or_insert_with(|| {
+            let mut s = KeyedAccs::new(n_aggs);
+            if tracking {
+                s.track_changes();
+            }
+            s
+        });
+        slice.restore(key_hash(key), key, accs);
+        Ok(())
+    }
+
+    /// Ends a restore: the operator resumes at the watermark its key groups had reached. `floors` holds, per
+    /// key group, the watermark of the shard that owned it; `owned` are the key groups this shard owns now.
+    pub fn finish_restore(&mut self, floors: &[i64], owned: &[u16]) {
+        let wm = owned.iter().filter_map(|kg| floors.get(*kg as usize)).copied().min().unwrap_or(i64::MIN);
+        self.watermark = wm;
+        if owned.iter().any(|kg| floors.get(*kg as usize).is_some_and(|f| *f > wm)) {
+            self.floors = Some(floors.to_vec());
+        }
+        let spec = self.plan.spec;
+        if !spec.is_session() {
+            for &slice_end in self.slices.keys() {
+                self.pending_window_ends.extend(spec.window_ends(slice_end).filter(|e| e - 1 > wm));
+            }
         }
     }
 
@@ -119,26 +253,45 @@ impl WindowAggregator {
             self.stats.late_records += 1;
             return;
         }
+        let hash = key_hash(&self.key_buf);
+        if self.floors.is_some() && self.below_floor(hash, spec.last_window_end(slice_end)) {
+            self.stats.late_records += 1;
+            return;
+        }
         let n_aggs = self.plan.aggs.len();
+        let tracking = self.changes.is_some();
         let slice = match self.slices.get_mut(&slice_end) {
             Some(s) => s,
             None => {
                 let wm = self.watermark;
                 self.pending_window_ends.extend(spec.window_ends(slice_end).filter(|e| e - 1 > wm));
                 let (n_keys, key_bytes) = self.largest_slice;
-                self.slices.entry(slice_end).or_insert_with(|| KeyedAccs::with_capacity(n_aggs, n_keys, key_bytes))
+                self.slices.entry(slice_end).or_insert_with(|| {
+                    let mut s = KeyedAccs::with_capacity(n_aggs, n_keys, key_bytes);
+                    if tracking {
+                        s.track_changes();
+                    }
+                    s
+                })
             }
         };
-        let accs = slice.row_mut(key_hash(&self.key_buf), &self.key_buf, &self.plan.aggs);
+        let accs = slice.row_mut(hash, &self.key_buf, &self.plan.aggs);
         Self::update_row(&self.plan, accs, view, row, &mut self.scratch);
     }
 
     fn add_to_session(&mut self, ts: i64, view: &BatchView<'_>, row: usize) {
         let WindowSpec::Session { gap_ms } = self.plan.spec else { unreachable!("session windows only") };
         let mut window = Window { start: ts, end: ts.saturating_add(gap_ms) };
-        if window.max_timestamp() <= self.watermark {
+        if window.max_timestamp() <= self.watermark
+            || (self.floors.is_some() && self.below_floor(key_hash(&self.key_buf), window.end))
+        {
             self.stats.late_records += 1;
             return;
+        }
+        if let Some(c) = &mut self.changes {
+            if !c.sessions.contains(self.key_buf.as_slice()) {
+                c.sessions.insert(self.key_buf.as_slice().into());
+            }
         }
         let mut accs = new_row(&self.plan.aggs);
         Self::update_row(&self.plan, &mut accs, view, row, &mut self.scratch);
@@ -172,6 +325,9 @@ impl WindowAggregator {
             return;
         }
         self.watermark = watermark;
+        if self.floors.as_ref().is_some_and(|f| f.iter().all(|f| *f <= watermark)) {
+            self.floors = None;
+        }
         if self.plan.spec.is_session() {
             self.fire_sessions(emit);
         } else {
@@ -196,8 +352,13 @@ impl WindowAggregator {
             }
             if let WindowSpec::Tumble { .. } = spec {
                 if let Some(slice) = self.slices.remove(&end) {
-                    for (_, key, accs) in slice.iter() {
-                        self.emit_row(key, window, accs, emit);
+                    for (hash, key, accs) in slice.iter() {
+                        if !self.below_floor(hash, end) {
+                            self.emit_row(key, window, accs, emit);
+                        }
+                    }
+                    if let Some(c) = &mut self.changes {
+                        c.dropped.push(end);
                     }
                 }
                 continue;
@@ -207,8 +368,10 @@ impl WindowAggregator {
             for (_, slice) in self.slices.range(first..=last) {
                 merged.merge_from(slice, &self.plan.aggs);
             }
-            for (_, key, accs) in merged.iter() {
-                self.emit_row(key, window, accs, emit);
+            for (hash, key, accs) in merged.iter() {
+                if !self.below_floor(hash, end) {
+                    self.emit_row(key, window, accs, emit);
+                }
             }
             // Slices whose last window was this one are no longer needed.
             while let Some((&slice_end, _)) = self.slices.first_key_value() {
@@ -216,6 +379,9 @@ impl WindowAggregator {
                     break;
                 }
                 self.slices.pop_first();
+                if let Some(c) = &mut self.changes {
+                    c.dropped.push(slice_end);
+                }
             }
         }
     }
@@ -233,7 +399,12 @@ impl WindowAggregator {
                 self.sessions.remove(&key);
             }
             self.stats.windows_fired += 1;
-            self.emit_row(&key, session.window, &session.accs, emit);
+            if !self.below_floor(key_hash(&key), session.window.end) {
+                self.emit_row(&key, session.window, &session.accs, emit);
+            }
+            if let Some(c) = &mut self.changes {
+                c.sessions.insert(key);
+            }
         }
     }
 
@@ -266,4 +437,38 @@ impl WindowAggregator {
         }
         self.stats.rows_emitted += emitted;
     }
+}
+
+/// A key's open sessions as a log value: count u32, then per session start i64, end i64, accumulators.
+fn encode_sessions(list: &[Session], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+    for s in list {
+        out.extend_from_slice(&s.window.start.to_le_bytes());
+        out.extend_from_slice(&s.window.end.to_le_bytes());
+        encode_accs(&s.accs, out);
+    }
+}
+
+fn decode_sessions(mut bytes: &[u8], calls: &[crate::sql::AggCall]) -> Result<Vec<Session>, String> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if b.len() < n {
+            return Err("a session list ends early".into());
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Ok(h)
+    }
+    let n = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().expect("4 bytes"));
+    let mut list = Vec::new();
+    for _ in 0..n {
+        let start = i64::from_le_bytes(take(&mut bytes, 8)?.try_into().expect("8 bytes"));
+        let end = i64::from_le_bytes(take(&mut bytes, 8)?.try_into().expect("8 bytes"));
+        let (accs, rest) = decode_accs_from(bytes, calls)?;
+        bytes = rest;
+        list.push(Session { window: Window { start, end }, accs });
+    }
+    if !bytes.is_empty() {
+        return Err(format!("{} bytes left over after a session list", bytes.len()));
+    }
+    Ok(list)
 }

@@ -63,6 +63,8 @@ pub struct JobGraph {
     /// Set when a shard fails, or when the process is asked to stop; every shard watches it.
     pub abort: AtomicBool,
     pub stop: &'static AtomicBool,
+    /// Checkpointing, when `[checkpoint]` is configured.
+    pub checkpoints: Option<Arc<crate::checkpoint::CheckpointControl>>,
 }
 
 impl JobGraph {
@@ -73,6 +75,11 @@ impl JobGraph {
     /// Stops every shard after a failure: each exits at its next loop turn.
     pub fn abort(&self) {
         self.abort.store(true, Ordering::SeqCst);
+        self.ring_all();
+    }
+
+    /// Wakes every shard (a checkpoint was requested or completed, or the run stops).
+    pub fn ring_all(&self) {
         for s in 0..self.n_shards() {
             self.exchange.doorbell(ShardId(s as u16)).ring();
         }
@@ -102,7 +109,10 @@ pub fn run(graph: Arc<JobGraph>) -> Result<(), String> {
             .detect_stalls(Some(Box::new(StallLogger)));
         let handle = builder
             .spawn(move || async move {
-                let result = task::ShardTask::new(g.clone(), ShardId(idx as u16)).run().await;
+                let result = match task::ShardTask::new(g.clone(), ShardId(idx as u16)) {
+                    Ok(t) => t.run().await,
+                    Err(e) => Err(e),
+                };
                 if result.is_err() {
                     g.abort();
                 }

@@ -7,12 +7,15 @@
 //! exchange never produce into it); flush batches that lingered. With no progress, the task parks on its
 //! doorbell until woken or until the next deadline.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{JobGraph, JobSpec, SplitSpec};
+use crate::checkpoint::{AckData, CheckpointControl, JobRestore, ShardAck};
 use crate::constants::{
     BATCH_BYTES_MAX, BATCH_LINGER_US, EXCHANGE_BATCH_ROWS_MAX, EXCHANGE_DRAIN_BATCHES_MAX, SHARD_PARK_TIMEOUT_MS,
     SHARD_SPIN_BEFORE_PARK_US, SOURCE_BATCH_ROWS_MAX,
@@ -26,7 +29,9 @@ use crate::sink::file::FileSinkWriter;
 use crate::sink::SinkWriter;
 use crate::source::file::FileSplit;
 use crate::source::nexmark::NexmarkSplit;
-use crate::source::{dead_letter_schema, max_event_time, BadInput, Split};
+use crate::source::{dead_letter_schema, max_event_time, BadInput, Split, SplitPosition, SplitState};
+use crate::state::log::{BlobEncoder, CheckpointKind};
+use crate::state::writer::LogWriter;
 use crate::time::{SplitWatermarks, WatermarkCombiner};
 
 /// The error text of a shard stopped because another one failed.
@@ -113,6 +118,35 @@ pub struct ShardTask {
     /// Sends that found their lane full, in order; while any waits, sources are not read.
     blocked: VecDeque<(ShardId, Message)>,
     started: Instant,
+    /// Checkpointing, when configured.
+    ckpt: Option<Checkpoints>,
+}
+
+/// A shard's side of checkpointing (see `checkpoint/`).
+struct Checkpoints {
+    ctl: Arc<CheckpointControl>,
+    /// Taken by the background task that writes a checkpoint, put back when it is done.
+    writer: Rc<RefCell<Option<LogWriter>>>,
+    /// The newest barrier this shard injected.
+    injected: u64,
+    /// The newest barrier this shard aligned and snapshotted.
+    aligned: u64,
+    /// Per inbound lane, the newest barrier received on it: a lane whose barrier is newer than `aligned` is
+    /// not read until the alignment completes.
+    barriers: Vec<u64>,
+    /// Split states recorded when `injected` was injected, per job.
+    positions: Vec<Vec<SplitState>>,
+    injected_at: Instant,
+    /// The newest epoch whose sink output this shard committed.
+    committed: u64,
+    /// This shard told the coordinator that all its jobs ended.
+    finished_reported: bool,
+}
+
+impl Checkpoints {
+    fn aligning(&self) -> bool {
+        self.injected > self.aligned
+    }
 }
 
 type ShardResult<T> = Result<T, String>;
@@ -122,10 +156,11 @@ fn sink_writer(
     writer: &str,
     shard: usize,
     schema: &crate::record::Schema,
+    epoch: Option<u64>,
 ) -> SinkWriter {
     match &cfg.connector {
         crate::config::SinkConnector::File { path } => {
-            SinkWriter::File(Box::new(FileSinkWriter::new(path, writer, shard, schema)))
+            SinkWriter::File(Box::new(FileSinkWriter::new(path, writer, shard, schema, epoch)))
         }
         crate::config::SinkConnector::Stdout => SinkWriter::stdout(schema),
         crate::config::SinkConnector::Blackhole => SinkWriter::Blackhole,
@@ -133,13 +168,101 @@ fn sink_writer(
 }
 
 impl ShardTask {
-    pub fn new(graph: Arc<JobGraph>, id: ShardId) -> ShardTask {
+    pub fn new(graph: Arc<JobGraph>, id: ShardId) -> ShardResult<ShardTask> {
         let started = Instant::now();
-        let jobs = graph.jobs.iter().map(|spec| Self::job_state(&graph, spec, id)).collect();
-        ShardTask { bell: graph.exchange.doorbell(id), id, jobs, graph, blocked: VecDeque::new(), started }
+        let (ckpt, restore) = match &graph.checkpoints {
+            None => (None, None),
+            Some(ctl) => {
+                let restore = ctl.restore.lock().expect("restore lock").get_mut(id.idx()).and_then(Option::take);
+                let writer = LogWriter::new(&ctl.log_dir(), id.0)?;
+                let epoch = restore.as_ref().map_or(0, |r| r.epoch);
+                let ckpt = Checkpoints {
+                    ctl: ctl.clone(),
+                    writer: Rc::new(RefCell::new(Some(writer))),
+                    injected: epoch,
+                    aligned: epoch,
+                    barriers: vec![epoch; graph.n_shards()],
+                    positions: Vec::new(),
+                    injected_at: started,
+                    committed: epoch,
+                    finished_reported: false,
+                };
+                (Some(ckpt), restore)
+            }
+        };
+        let first_epoch = ckpt.as_ref().map(|c| c.aligned + 1);
+        let mut jobs = Vec::new();
+        for (i, spec) in graph.jobs.iter().enumerate() {
+            let restore = restore.as_ref().and_then(|r| r.jobs.get(i));
+            let mut job = Self::job_state(&graph, spec, id, first_epoch);
+            if let Some(r) = restore {
+                Self::restore_job(&graph, spec, id, &mut job, r).map_err(|e| format!("job {}: restore: {e}", spec.name))?;
+            } else if let (Some(w), Some(_)) = (job.window.as_mut(), &ckpt) {
+                w.agg.track_changes(graph.routing.key_groups());
+            }
+            jobs.push(job);
+        }
+        Ok(ShardTask { bell: graph.exchange.doorbell(id), id, jobs, graph, blocked: VecDeque::new(), started, ckpt })
     }
 
-    fn job_state(graph: &JobGraph, spec: &JobSpec, id: ShardId) -> JobState {
+    /// Puts a job's checkpointed state back: its window state, and its splits' positions and event times.
+    fn restore_job(graph: &JobGraph, spec: &JobSpec, id: ShardId, job: &mut JobState, r: &JobRestore) -> ShardResult<()> {
+        if let Some(w) = job.window.as_mut() {
+            w.agg.track_changes(graph.routing.key_groups());
+            for (ns, key, value) in &r.entries {
+                w.agg.restore_entry(*ns, key, value)?;
+            }
+            let owned = graph.routing.ranges(graph.n_shards()).swap_remove(id.idx());
+            w.agg.finish_restore(&r.floors, &owned);
+        }
+        let nexmark: Vec<(u64, u64, u64)> = r
+            .sources
+            .iter()
+            .filter_map(|s| match s.position {
+                SplitPosition::Nexmark { split, n_splits, next } => Some((split, n_splits, next)),
+                SplitPosition::File { .. } => None,
+            })
+            .collect();
+        let nexmark_max = r.sources.iter().filter_map(|s| s.max_event_time).max();
+        for (i, split) in job.splits.iter_mut().enumerate() {
+            match split {
+                Split::Nexmark(n) => {
+                    if nexmark.is_empty() {
+                        return Err(format!("the checkpoint has no position for the nexmark source {}", spec.source.name));
+                    }
+                    let (own, splits, _) = n.position();
+                    let same = r.sources.iter().find(|s| {
+                        matches!(s.position, SplitPosition::Nexmark { split, n_splits, .. } if split == own && n_splits == splits)
+                    });
+                    n.resume(&nexmark)?;
+                    // With another split count, any old split's bids may come here: the largest time is safe.
+                    let max = same.map_or(nexmark_max, |s| s.max_event_time);
+                    if let Some(m) = max {
+                        job.watermarks.restore(i, m);
+                    }
+                }
+                Split::File(f) => {
+                    let path = f.path().display().to_string();
+                    let found = r.sources.iter().find(|s| matches!(&s.position, SplitPosition::File { path: p, .. } if *p == path));
+                    // A file the checkpoint does not know appeared since: read it from the start.
+                    let Some(state) = found else { continue };
+                    if let SplitPosition::File { offset, line, finished, .. } = state.position {
+                        f.resume(offset, line);
+                        if finished {
+                            job.split_done[i] = true;
+                            job.watermarks.finish(i);
+                        }
+                    }
+                    if let Some(m) = state.max_event_time {
+                        job.watermarks.restore(i, m);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn job_state(graph: &JobGraph, spec: &JobSpec, id: ShardId, epoch: Option<u64>) -> JobState {
         let plan = &spec.plan;
         let used = plan.calc.used_columns(spec.source.schema.len());
         let splits: Vec<Split> = spec.splits[id.idx()]
@@ -171,10 +294,9 @@ impl ShardTask {
             by_shard: vec![Vec::new(); n],
             late_reported: 0,
         });
-        let dead_letter = spec
-            .dead_letter
-            .as_ref()
-            .map(|cfg| sink_writer(cfg, &format!("deadletter-{}", spec.name), id.idx(), &dead_letter_schema()));
+        let dead_letter = spec.dead_letter.as_ref().map(|cfg| {
+            sink_writer(cfg, &format!("deadletter-{}", spec.name), id.idx(), &dead_letter_schema(), epoch)
+        });
         JobState {
             split_done: vec![false; splits.len()],
             watermarks: SplitWatermarks::new(splits.len(), delay, spec.source.idle_timeout_ms, 0),
@@ -183,7 +305,7 @@ impl ShardTask {
             source_rows: BatchBuilder::new(&spec.source.schema.types()),
             bad: BadInput::new(&spec.source.name, spec.metrics.bad_records.clone(), spec.dead_letter.is_some()),
             dead_letter,
-            sink: Some(sink_writer(&spec.sink, &spec.name, id.idx(), &plan.out_schema)),
+            sink: Some(sink_writer(&spec.sink, &spec.name, id.idx(), &plan.out_schema, epoch)),
             out: Pending::new(&plan.out_schema.types()),
             window,
             input_ended: false,
@@ -198,20 +320,33 @@ impl ShardTask {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Runs until every job on this shard has finished.
+    /// Runs until every job on this shard has finished (and, with checkpoints, until the run's final
+    /// checkpoint is complete and committed).
     pub async fn run(mut self) -> ShardResult<()> {
         loop {
             if self.graph.abort.load(Ordering::Relaxed) {
                 return Err(ABORTED.to_string());
             }
-            let mut progress = self.retry_blocked();
+            let mut progress = false;
+            if self.ckpt.is_some() {
+                if self.checkpoint_turn().await? {
+                    return self.close_sinks().await;
+                }
+            }
+            progress |= self.retry_blocked();
             progress |= self.drain_inbound().await?;
-            if self.blocked.is_empty() {
+            if self.blocked.is_empty() && !self.ckpt.as_ref().is_some_and(Checkpoints::aligning) {
                 progress |= self.read_sources().await?;
             }
             self.flush_lingering(Instant::now()).await?;
-            if self.blocked.is_empty() && self.jobs.iter().all(|j| j.finished) {
-                return Ok(());
+            let all_finished = self.blocked.is_empty() && self.jobs.iter().all(|j| j.finished);
+            match &mut self.ckpt {
+                None if all_finished => return Ok(()),
+                Some(c) if all_finished && !c.finished_reported => {
+                    c.finished_reported = true;
+                    c.ctl.finished_shards.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
             }
             if progress {
                 glommio::yield_if_needed().await;
@@ -236,10 +371,166 @@ impl ShardTask {
             }
         }
         if deadline <= now {
+            // Due now: let the shard's other tasks (checkpoint writes) run before the next turn.
+            futures_lite::future::yield_now().await;
             return;
         }
         let spin = Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US);
         futures_lite::future::or(self.bell.wait_spinning(spin), glommio::timer::sleep(deadline - now)).await;
+    }
+
+    // ----- checkpoints -----
+
+    /// Injects a requested barrier, completes an alignment, commits completed epochs. Returns true when the
+    /// run's final checkpoint is complete and committed: the shard is done.
+    async fn checkpoint_turn(&mut self) -> ShardResult<bool> {
+        let c = self.ckpt.as_ref().expect("checkpoints are on");
+        let requested = c.ctl.requested.load(Ordering::SeqCst).max(c.barriers.iter().copied().max().unwrap_or(0));
+        if requested > c.injected {
+            self.inject(requested).await?;
+        }
+        let c = self.ckpt.as_ref().expect("checkpoints are on");
+        if c.aligning() && c.barriers.iter().enumerate().all(|(i, b)| i == self.id.idx() || *b >= c.injected) {
+            self.complete_alignment().await?;
+        }
+        let c = self.ckpt.as_ref().expect("checkpoints are on");
+        let completed = c.ctl.completed.load(Ordering::SeqCst);
+        if completed > c.committed {
+            self.commit(completed).await?;
+        }
+        let c = self.ckpt.as_ref().expect("checkpoints are on");
+        let final_epoch = c.ctl.final_epoch.load(Ordering::SeqCst);
+        Ok(final_epoch != 0 && c.committed >= final_epoch)
+    }
+
+    /// Barrier `epoch` at this shard's sources: records where every split is, sends everything read before
+    /// it, then the barrier on every lane.
+    async fn inject(&mut self, epoch: u64) -> ShardResult<()> {
+        let positions = self
+            .jobs
+            .iter()
+            .map(|j| {
+                j.splits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| SplitState { position: s.position(), max_event_time: j.watermarks.max_event_time(i) })
+                    .collect()
+            })
+            .collect();
+        for job in 0..self.jobs.len() as u16 {
+            if self.jobs[job as usize].window.is_some() {
+                for to in 0..self.graph.n_shards() {
+                    self.flush_outbox(job, ShardId(to as u16)).await?;
+                }
+            } else {
+                self.flush_output(job).await?;
+            }
+        }
+        for to in 0..self.graph.n_shards() {
+            let to = ShardId(to as u16);
+            if to != self.id {
+                self.send(to, Message::Barrier { epoch });
+            }
+        }
+        tracing::debug!(shard = self.id.0, epoch, "barrier injected");
+        let c = self.ckpt.as_mut().expect("checkpoints are on");
+        c.injected = epoch;
+        c.barriers[self.id.idx()] = epoch;
+        c.positions = positions;
+        c.injected_at = Instant::now();
+        Ok(())
+    }
+
+    /// Every lane's barrier is in: encodes the state's changes, rolls the sinks, and leaves writing and
+    /// syncing both to a background task that acknowledges when they are durable.
+    async fn complete_alignment(&mut self) -> ShardResult<()> {
+        let c = self.ckpt.as_mut().expect("checkpoints are on");
+        let epoch = c.injected;
+        tracing::debug!(shard = self.id.0, epoch, "barriers aligned");
+        let align = c.injected_at.elapsed();
+        let encoding = Instant::now();
+        let full = match c.writer.borrow().as_ref() {
+            Some(w) => w.wants_base(),
+            None => return Err(format!("checkpoint {epoch}: the previous checkpoint's write has not finished")),
+        };
+        let kind = if full { CheckpointKind::Base } else { CheckpointKind::Delta };
+        let mut enc = BlobEncoder::new(epoch, self.id.0, kind);
+        let mut watermarks = Vec::new();
+        for (job, j) in self.jobs.iter_mut().enumerate() {
+            match j.window.as_mut() {
+                Some(w) => {
+                    w.agg.snapshot(job as u16, full, &mut enc);
+                    watermarks.push(w.agg.watermark());
+                }
+                None => watermarks.push(i64::MIN),
+            }
+        }
+        let entries = enc.entries();
+        let blob = enc.finish(epoch);
+        let encode = encoding.elapsed();
+        let mut rolls = Vec::new();
+        for j in &mut self.jobs {
+            for sink in j.sink.iter_mut().chain(j.dead_letter.iter_mut()) {
+                rolls.extend(sink.roll(epoch));
+            }
+        }
+        let c = self.ckpt.as_mut().expect("checkpoints are on");
+        c.aligned = epoch;
+        let sources = std::mem::take(&mut c.positions);
+        let writer = c.writer.clone();
+        let acks = c.ctl.acks.clone();
+        let key_groups = self.graph.routing.ranges(self.graph.n_shards()).swap_remove(self.id.idx());
+        let shard = self.id.0;
+        glommio::spawn_local(async move {
+            let result = async {
+                for roll in rolls {
+                    roll.await.map_err(|e| e.to_string())?;
+                }
+                let mut w = writer.borrow_mut().take().ok_or("the log writer is busy")?;
+                let written = w.append(&blob, kind).await;
+                *writer.borrow_mut() = Some(w);
+                Ok(AckData {
+                    log: written?,
+                    sources,
+                    watermarks,
+                    key_groups,
+                    bytes: blob.len() as u64,
+                    entries,
+                    base: full,
+                    align,
+                    encode,
+                })
+            }
+            .await;
+            // The coordinator waits on this channel; it is bounded by one checkpoint in flight per shard.
+            let _ = acks.send(ShardAck { shard, epoch, result });
+        })
+        .detach();
+        Ok(())
+    }
+
+    /// Checkpoint `epoch` is complete: the output of the epochs up to it becomes visible.
+    async fn commit(&mut self, epoch: u64) -> ShardResult<()> {
+        let graph = self.graph.clone();
+        for (j, spec) in self.jobs.iter_mut().zip(&graph.jobs) {
+            for sink in j.sink.iter_mut().chain(j.dead_letter.iter_mut()) {
+                sink.commit(epoch).await.map_err(|e| format!("job {}: {e}", spec.name))?;
+            }
+        }
+        self.ckpt.as_mut().expect("checkpoints are on").committed = epoch;
+        Ok(())
+    }
+
+    /// The run's final checkpoint is committed: releases the sinks.
+    async fn close_sinks(&mut self) -> ShardResult<()> {
+        let graph = self.graph.clone();
+        for (j, spec) in self.jobs.iter_mut().zip(&graph.jobs) {
+            for sink in j.sink.take().into_iter().chain(j.dead_letter.take()) {
+                sink.close().await.map_err(|e| format!("job {}: {e}", spec.name))?;
+            }
+            j.finished = true;
+        }
+        Ok(())
     }
 
     // ----- exchange -----
@@ -276,6 +567,10 @@ impl ShardTask {
                 continue;
             }
             for _ in 0..EXCHANGE_DRAIN_BATCHES_MAX {
+                if self.ckpt.as_ref().is_some_and(|c| c.barriers[from.idx()] > c.aligned) {
+                    // Aligning: what follows this lane's barrier belongs to the next epoch.
+                    break;
+                }
                 let Some(msg) = self.graph.exchange.try_recv(from, self.id) else { break };
                 progress = true;
                 self.receive(from, msg).await?;
@@ -301,7 +596,11 @@ impl ShardTask {
             Message::Watermark { job, watermark } => self.on_watermark(job, from, watermark).await,
             Message::Idle { job } => self.on_idle(job, from).await,
             Message::EndOfInput { job } => self.on_end_of_input(job, from).await,
-            Message::Barrier { .. } => Ok(()),
+            Message::Barrier { epoch } => {
+                let c = self.ckpt.as_mut().ok_or("a checkpoint barrier arrived, but checkpoints are off")?;
+                c.barriers[from.idx()] = c.barriers[from.idx()].max(epoch);
+                Ok(())
+            }
         }
     }
 
@@ -348,6 +647,11 @@ impl ShardTask {
 
     async fn finish_job(&mut self, job: u16) -> ShardResult<()> {
         self.flush_output(job).await?;
+        if self.ckpt.is_some() {
+            // The sinks stay open: the run's final checkpoint commits their output.
+            self.jobs[job as usize].finished = true;
+            return Ok(());
+        }
         let graph = self.graph.clone();
         let spec = &graph.jobs[job as usize];
         let j = &mut self.jobs[job as usize];
@@ -374,6 +678,11 @@ impl ShardTask {
     /// Reads one batch from the job's next unfinished split; emits watermarks and the end of input.
     async fn read_job_source(&mut self, job: u16) -> ShardResult<bool> {
         let stopping = self.graph.stop.load(Ordering::Relaxed);
+        if stopping && self.ckpt.is_some() {
+            // Stop with a final checkpoint: nothing more is read, no window is forced to fire.
+            self.jobs[job as usize].resume_at = None;
+            return Ok(false);
+        }
         let now_ms = self.now_ms();
         let graph = self.graph.clone();
         let spec = &graph.jobs[job as usize];

@@ -1,4 +1,12 @@
-//! The file sink's writer: JSON lines into hidden in-progress part files, renamed into view when closed.
+//! The file sink's writer: JSON lines into hidden in-progress part files, renamed into view when closed —
+//! or, with checkpoints, when the checkpoint of their epoch completes (two-phase commit).
+//!
+//! Part names: `part-<writer>-<shard>-<seq>.json` without checkpoints; `part-<writer>-<shard>-e<epoch>-<seq>.json`
+//! with them, where `<epoch>` is the checkpoint that commits the part. Hidden parts are `.<name>.inprogress`.
+//! A part of epoch N holds rows produced after barrier N-1 and before barrier N; at barrier N it is closed
+//! and synced (before the shard acknowledges), and renamed into view once checkpoint N is complete. At
+//! recovery from checkpoint N ([`settle_parts`]), hidden parts of epochs up to N are committed (they were
+//! synced before N completed; a crash came between the manifest and the rename) and later ones deleted.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +25,13 @@ struct OpenPart {
     bytes: u64,
 }
 
+/// A closed part waiting for its epoch's checkpoint.
+struct PendingPart {
+    epoch: u64,
+    hidden: PathBuf,
+    visible: PathBuf,
+}
+
 pub struct FileSinkWriter {
     dir: PathBuf,
     /// `<writer>-<shard>`: unique per job (or dead-letter source) and shard, so writers never collide.
@@ -25,10 +40,32 @@ pub struct FileSinkWriter {
     buf: Vec<u8>,
     part: Option<OpenPart>,
     next_seq: u64,
+    /// With checkpoints: the epoch that will commit what is written now.
+    epoch: Option<u64>,
+    pending: Vec<PendingPart>,
+}
+
+fn error(what: &str, path: &Path, e: impl std::fmt::Display) -> SinkError {
+    SinkError { retryable: false, message: format!("file sink: cannot {what} {}: {e}", path.display()) }
+}
+
+/// Closes a part: writes what is buffered for it, syncs it, and renames it into view unless `publish` is
+/// false (checkpointed parts wait for their epoch).
+async fn close_part(mut part: OpenPart, tail: Vec<u8>, publish: bool) -> Result<(), SinkError> {
+    if !tail.is_empty() {
+        part.writer.write_all(&tail).await.map_err(|e| error("write", &part.hidden, e))?;
+    }
+    // Closing a glommio stream writer syncs the file.
+    part.writer.close().await.map_err(|e| error("close", &part.hidden, e))?;
+    if publish {
+        glommio::io::rename(&part.hidden, &part.visible).await.map_err(|e| error("publish", &part.visible, e))?;
+    }
+    Ok(())
 }
 
 impl FileSinkWriter {
-    pub fn new(dir: &Path, writer: &str, shard: usize, schema: &Schema) -> FileSinkWriter {
+    /// `epoch`: the first epoch of the run when checkpoints are on, `None` otherwise.
+    pub fn new(dir: &Path, writer: &str, shard: usize, schema: &Schema, epoch: Option<u64>) -> FileSinkWriter {
         FileSinkWriter {
             dir: dir.to_path_buf(),
             prefix: format!("{writer}-{shard}"),
@@ -36,11 +73,9 @@ impl FileSinkWriter {
             buf: Vec::with_capacity(FILE_SINK_BUFFER_BYTES),
             part: None,
             next_seq: 0,
+            epoch,
+            pending: Vec::new(),
         }
-    }
-
-    fn error(&self, what: &str, path: &Path, e: impl std::fmt::Display) -> SinkError {
-        SinkError { retryable: false, message: format!("file sink: cannot {what} {}: {e}", path.display()) }
     }
 
     pub async fn write(&mut self, view: &BatchView<'_>) -> Result<(), SinkError> {
@@ -58,37 +93,197 @@ impl FileSinkWriter {
             return Ok(());
         }
         if self.part.is_none() {
-            let name = format!("part-{}-{:06}.json", self.prefix, self.next_seq);
+            let name = match self.epoch {
+                Some(e) => format!("part-{}-e{e:010}-{:06}.json", self.prefix, self.next_seq),
+                None => format!("part-{}-{:06}.json", self.prefix, self.next_seq),
+            };
             self.next_seq += 1;
             let visible = self.dir.join(&name);
             let hidden = self.dir.join(format!(".{name}.inprogress"));
-            let file = BufferedFile::create(&hidden).await.map_err(|e| self.error("create", &hidden, e))?;
+            let file = BufferedFile::create(&hidden).await.map_err(|e| error("create", &hidden, e))?;
             let writer = StreamWriterBuilder::new(file).with_buffer_size(FILE_SINK_BUFFER_BYTES).build();
             self.part = Some(OpenPart { writer, hidden, visible, bytes: 0 });
         }
         let part = self.part.as_mut().expect("opened above");
-        if let Err(e) = part.writer.write_all(&self.buf).await {
-            let hidden = part.hidden.clone();
-            return Err(self.error("write", &hidden, e));
-        }
+        part.writer.write_all(&self.buf).await.map_err(|e| error("write", &part.hidden, e))?;
         part.bytes += self.buf.len() as u64;
         self.buf.clear();
         if part.bytes >= FILE_SINK_PART_BYTES_MAX {
-            self.close_part().await?;
+            let part = self.part.take().expect("checked above");
+            self.finish_part(part, Vec::new()).await?;
         }
         Ok(())
     }
 
-    async fn close_part(&mut self) -> Result<(), SinkError> {
-        let Some(mut part) = self.part.take() else { return Ok(()) };
-        if let Err(e) = part.writer.close().await {
-            return Err(self.error("close", &part.hidden, e));
+    /// Closes a part now: published at once without checkpoints, pending its epoch with them.
+    async fn finish_part(&mut self, part: OpenPart, tail: Vec<u8>) -> Result<(), SinkError> {
+        match self.epoch {
+            None => close_part(part, tail, true).await,
+            Some(epoch) => {
+                self.pending.push(PendingPart { epoch, hidden: part.hidden.clone(), visible: part.visible.clone() });
+                close_part(part, tail, false).await
+            }
         }
-        glommio::io::rename(&part.hidden, &part.visible).await.map_err(|e| self.error("publish", &part.visible, e))
     }
 
-    pub async fn close(mut self) -> Result<(), SinkError> {
-        self.write_buffer().await?;
-        self.close_part().await
+    /// Barrier `epoch`: what was written so far belongs to it. Returns the work that makes it durable
+    /// (write, sync), to be awaited before the shard acknowledges; rows written from now on belong to the
+    /// next epoch.
+    pub fn roll(&mut self, epoch: u64) -> Option<impl std::future::Future<Output = Result<(), SinkError>> + 'static> {
+        let current = self.epoch.replace(epoch + 1)?;
+        debug_assert_eq!(current, epoch);
+        let tail = std::mem::take(&mut self.buf);
+        let part = match self.part.take() {
+            Some(p) => p,
+            None if tail.is_empty() => return None,
+            None => {
+                // Rows buffered but no part yet: open one for them synchronously below.
+                let name = format!("part-{}-e{epoch:010}-{:06}.json", self.prefix, self.next_seq);
+                self.next_seq += 1;
+                let visible = self.dir.join(&name);
+                let hidden = self.dir.join(format!(".{name}.inprogress"));
+                self.pending.push(PendingPart { epoch, hidden: hidden.clone(), visible });
+                return Some(futures_lite::future::FutureExt::boxed_local(async move {
+                    let file = BufferedFile::create(&hidden).await.map_err(|e| error("create", &hidden, e))?;
+                    let mut w = StreamWriterBuilder::new(file).with_buffer_size(FILE_SINK_BUFFER_BYTES).build();
+                    w.write_all(&tail).await.map_err(|e| error("write", &hidden, e))?;
+                    w.close().await.map_err(|e| error("close", &hidden, e))
+                }));
+            }
+        };
+        self.pending.push(PendingPart { epoch, hidden: part.hidden.clone(), visible: part.visible.clone() });
+        Some(futures_lite::future::FutureExt::boxed_local(close_part(part, tail, false)))
     }
+
+    /// Checkpoint `epoch` is complete: parts of it and earlier epochs become visible.
+    pub async fn commit(&mut self, epoch: u64) -> Result<(), SinkError> {
+        let mut renamed = false;
+        let mut keep = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            if p.epoch <= epoch {
+                glommio::io::rename(&p.hidden, &p.visible).await.map_err(|e| error("publish", &p.visible, e))?;
+                renamed = true;
+            } else {
+                keep.push(p);
+            }
+        }
+        self.pending = keep;
+        if renamed {
+            let dir = glommio::io::Directory::open(absolute(&self.dir)).await.map_err(|e| error("open", &self.dir, e))?;
+            dir.sync().await.map_err(|e| error("sync", &self.dir, e))?;
+            let _ = dir.close().await;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far visible and releases the writer (without checkpoints; with them,
+    /// everything was rolled and committed by the final checkpoint).
+    pub async fn close(mut self) -> Result<(), SinkError> {
+        if self.epoch.is_some() {
+            return Ok(());
+        }
+        self.write_buffer().await?;
+        match self.part.take() {
+            Some(part) => close_part(part, Vec::new(), true).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The epoch of a checkpointed part file name of one of `writers` (`part-<writer>-<shard>-e<epoch>-<seq>.json`,
+/// hidden or not), and whether it is hidden.
+fn part_epoch(name: &str, writers: &[String]) -> Option<(u64, bool)> {
+    let (hidden, name) = match name.strip_prefix('.').and_then(|n| n.strip_suffix(".inprogress")) {
+        Some(n) => (true, n),
+        None => (false, name),
+    };
+    let rest = name.strip_prefix("part-")?.strip_suffix(".json")?;
+    writers.iter().find_map(|w| {
+        let rest = rest.strip_prefix(w.as_str())?.strip_prefix('-')?;
+        let (shard, rest) = rest.split_once('-')?;
+        shard.parse::<u32>().ok()?;
+        let (epoch, seq) = rest.strip_prefix('e')?.split_once('-')?;
+        seq.parse::<u64>().ok()?;
+        Some((epoch.parse().ok()?, hidden))
+    })
+}
+
+/// Recovery from checkpoint `epoch`: commits the hidden parts of `writers` in `dir` of epochs up to it and
+/// deletes later ones. Returns (committed, deleted).
+pub fn settle_parts(dir: &Path, writers: &[String], epoch: u64) -> Result<(usize, usize), String> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+        Ok(entries) => entries,
+    };
+    let (mut committed, mut deleted) = (0, 0);
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some((e, true)) = part_epoch(&name, writers) else { continue };
+        let path = entry.path();
+        if e <= epoch {
+            let visible = dir.join(name.trim_start_matches('.').trim_end_matches(".inprogress"));
+            std::fs::rename(&path, &visible).map_err(|err| format!("cannot commit {}: {err}", path.display()))?;
+            committed += 1;
+        } else {
+            std::fs::remove_file(&path).map_err(|err| format!("cannot delete {}: {err}", path.display()))?;
+            deleted += 1;
+        }
+    }
+    if committed + deleted > 0 {
+        crate::checkpoint::manifest::sync_dir(dir)?;
+    }
+    Ok((committed, deleted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_names_carry_their_epoch() {
+        let w = vec!["job".to_string(), "deadletter-job".to_string()];
+        assert_eq!(part_epoch(".part-job-1-e0000000007-000003.json.inprogress", &w), Some((7, true)));
+        assert_eq!(part_epoch("part-job-0-e0000000012-000000.json", &w), Some((12, false)));
+        assert_eq!(part_epoch(".part-deadletter-job-0-e0000000002-000000.json.inprogress", &w), Some((2, true)));
+        assert_eq!(part_epoch("part-job-0-000000.json", &w), None);
+        assert_eq!(part_epoch(".part-other-0-e0000000002-000000.json.inprogress", &w), None);
+    }
+
+    #[test]
+    fn settling_commits_old_epochs_and_deletes_new_ones() {
+        let dir = std::env::temp_dir().join(format!("shardflow-settle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in [
+            ".part-j-0-e0000000003-000000.json.inprogress",
+            ".part-j-1-e0000000004-000001.json.inprogress",
+            ".part-j-0-e0000000005-000002.json.inprogress",
+            "part-j-0-e0000000002-000000.json",
+            ".part-x-0-e0000000009-000000.json.inprogress",
+        ] {
+            std::fs::write(dir.join(name), name).unwrap();
+        }
+        let got = settle_parts(&dir, &["j".to_string()], 4).unwrap();
+        assert_eq!(got, (2, 1));
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ".part-x-0-e0000000009-000000.json.inprogress",
+                "part-j-0-e0000000002-000000.json",
+                "part-j-0-e0000000003-000000.json",
+                "part-j-1-e0000000004-000001.json",
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// `path` made absolute: glommio opens directories relative to no directory at all (`dirfd` -1), so a
+/// relative path fails there.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

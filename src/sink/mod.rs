@@ -2,7 +2,8 @@
 //!
 //! - `file`: a directory of part files `part-<writer>-<shard>-<seq>.json`. A part is written hidden
 //!   (`.part-...json.inprogress`) and renamed into view when it is closed: at the end of the input or when it
-//!   reaches the rolling size. Readers of the directory never see a partial file.
+//!   reaches the rolling size. Readers of the directory never see a partial file. With checkpoints, parts
+//!   are committed only when the checkpoint of their epoch completes: exactly-once output (see `file.rs`).
 //! - `stdout`: JSON lines on standard output.
 //! - `blackhole`: counts rows and discards them (for benchmarks).
 
@@ -59,6 +60,27 @@ impl SinkWriter {
                 std::hint::black_box(view.n_rows());
                 Ok(())
             }
+        }
+    }
+
+    /// Checkpoint barrier `epoch`: returns the work that makes this epoch's output durable (awaited before
+    /// the shard acknowledges), if the sink has any. Stdout and blackhole output is not held back: at least
+    /// once.
+    pub fn roll(
+        &mut self,
+        epoch: u64,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>>>>> {
+        match self {
+            SinkWriter::File(f) => f.roll(epoch).map(|w| Box::pin(w) as _),
+            _ => None,
+        }
+    }
+
+    /// Checkpoint `epoch` is complete: its output (and earlier epochs') becomes visible.
+    pub async fn commit(&mut self, epoch: u64) -> Result<(), SinkError> {
+        match self {
+            SinkWriter::File(f) => f.commit(epoch).await,
+            _ => Ok(()),
         }
     }
 

@@ -39,6 +39,43 @@ impl Split {
             Split::File(s) => s.is_finished(),
         }
     }
+
+    /// Where the split is, between two reads: what a checkpoint records.
+    pub fn position(&self) -> SplitPosition {
+        match self {
+            Split::Nexmark(s) => {
+                let (split, n_splits, next) = s.position();
+                SplitPosition::Nexmark { split, n_splits, next }
+            }
+            Split::File(f) => {
+                let (offset, line) = f.position();
+                SplitPosition::File {
+                    path: f.path().display().to_string(),
+                    offset,
+                    line,
+                    finished: f.is_finished(),
+                }
+            }
+        }
+    }
+}
+
+/// A split's position in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitPosition {
+    /// Split `split` of `n_splits` of a nexmark stream; `next` is the next bid it would generate.
+    Nexmark { split: u64, n_splits: u64, next: u64 },
+    /// A file read up to byte `offset` (just past line `line`); `finished` once wholly read.
+    File { path: String, offset: u64, line: u64, finished: bool },
+}
+
+/// A split's state in a checkpoint: its position, and the largest event time it had read (so that the
+/// restored watermark does not go back).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitState {
+    pub position: SplitPosition,
+    pub max_event_time: Option<i64>,
 }
 
 /// The columns of a dead-letter record.

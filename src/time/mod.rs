@@ -73,6 +73,18 @@ impl SplitWatermarks {
         self.emitted
     }
 
+    /// The largest event time `split` has read, if any (for checkpoints).
+    pub fn max_event_time(&self, split: usize) -> Option<i64> {
+        Some(self.splits[split].max_event_ms).filter(|m| *m != i64::MIN)
+    }
+
+    /// Restores a split's largest event time read (as `observe`, but without making it active: a restored
+    /// split that reads nothing may still go idle on time).
+    pub fn restore(&mut self, split: usize, max_event_ms: i64) {
+        let s = &mut self.splits[split];
+        s.max_event_ms = s.max_event_ms.max(max_event_ms);
+    }
+
     /// True when every unfinished split is idle (and at least one is unfinished): the source holds nothing
     /// back, so downstream should stop waiting for its watermark (Flink's idle watermark status).
     pub fn is_idle(&self, now_ms: u64) -> bool {

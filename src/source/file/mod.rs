@@ -7,8 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use futures_lite::AsyncReadExt;
-use glommio::io::{BufferedFile, StreamReader, StreamReaderBuilder};
+use glommio::io::BufferedFile;
 
 use super::{BadInput, SourceError};
 use crate::constants::{FILE_READ_BUFFER_BYTES, RECORD_BYTES_MAX};
@@ -33,10 +32,15 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// One file being read.
+/// One file being read. Its position (for checkpoints) is the byte offset just past the last whole line it
+/// handed out or skipped, and that line's number: a restored split re-reads from there.
 pub struct FileSplit {
     path: PathBuf,
-    reader: Option<StreamReader>,
+    file: Option<BufferedFile>,
+    /// File offset of the next read.
+    file_pos: u64,
+    /// File offset just past the last line handled.
+    consumed: u64,
     decoder: JsonDecoder,
     chunk: Vec<u8>,
     chunk_pos: usize,
@@ -53,7 +57,9 @@ impl FileSplit {
     pub fn new(path: PathBuf, schema: Schema) -> FileSplit {
         FileSplit {
             path,
-            reader: None,
+            file: None,
+            file_pos: 0,
+            consumed: 0,
             decoder: JsonDecoder::new(schema),
             chunk: Vec::new(),
             chunk_pos: 0,
@@ -69,6 +75,18 @@ impl FileSplit {
         &self.path
     }
 
+    /// Where a restored split resumes: (byte offset, lines read).
+    pub fn position(&self) -> (u64, u64) {
+        (self.consumed, self.line_no)
+    }
+
+    /// Continues from a checkpointed position (before the first read).
+    pub fn resume(&mut self, offset: u64, line: u64) {
+        self.file_pos = offset;
+        self.consumed = offset;
+        self.line_no = line;
+    }
+
     pub fn is_finished(&self) -> bool {
         self.eof && self.chunk_pos == self.chunk_len && self.partial.is_empty() && !self.oversized
     }
@@ -78,26 +96,34 @@ impl FileSplit {
     }
 
     async fn fill(&mut self) -> Result<(), SourceError> {
-        if self.reader.is_none() {
+        if self.file.is_none() {
             let file =
                 BufferedFile::open(&self.path).await.map_err(|e| self.error(format_args!("cannot open: {e}")))?;
-            self.reader = Some(StreamReaderBuilder::new(file).with_buffer_size(FILE_READ_BUFFER_BYTES).build());
+            self.file = Some(file);
             self.chunk.resize(FILE_READ_BUFFER_BYTES, 0);
         }
-        let reader = self.reader.as_mut().expect("opened above");
-        let n = reader.read(&mut self.chunk).await.map_err(|e| SourceError {
+        let file = self.file.as_ref().expect("opened above");
+        let read = file.read_at(self.file_pos, FILE_READ_BUFFER_BYTES).await.map_err(|e| SourceError {
             retryable: false,
-            message: format!("{}: read failed: {e}", self.path.display()),
+            message: format!("{}: read failed at byte {}: {e}", self.path.display(), self.file_pos),
         })?;
+        let n = read.len();
+        self.chunk[..n].copy_from_slice(&read);
+        self.file_pos += n as u64;
         self.chunk_pos = 0;
         self.chunk_len = n;
         if n == 0 {
             self.eof = true;
-            if let Some(r) = self.reader.take() {
-                let _ = r.close().await;
+            if let Some(f) = self.file.take() {
+                let _ = f.close().await;
             }
         }
         Ok(())
+    }
+
+    /// File offset of `chunk[i]`.
+    fn offset_of(&self, i: usize) -> u64 {
+        self.file_pos - self.chunk_len as u64 + i as u64
     }
 
     /// Decodes up to `max_rows` good lines into `out`; returns how many. Zero with `is_finished()` means
@@ -116,6 +142,7 @@ impl FileSplit {
                     if !self.partial.is_empty() || self.oversized {
                         let line = std::mem::take(&mut self.partial);
                         rows += self.line(&line, out, bad);
+                        self.consumed = self.file_pos;
                     }
                     break;
                 }
@@ -126,6 +153,7 @@ impl FileSplit {
             match memchr_newline(avail) {
                 Some(i) => {
                     self.chunk_pos += i + 1;
+                    self.consumed = self.offset_of(self.chunk_pos);
                     let start = self.chunk_pos - i - 1;
                     if self.partial.is_empty() && !self.oversized {
                         // The common case: the whole line is in the chunk; decode it in place.

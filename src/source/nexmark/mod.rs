@@ -54,6 +54,17 @@ pub struct NexmarkSplit {
     generated: u64,
     /// Columns the query reads; the others are filled with placeholders the query never looks at.
     used: [bool; 7],
+    /// After a restore from a checkpoint taken with another split count: bids already emitted then are
+    /// skipped (see [`NexmarkSplit::resume`]).
+    skip: Option<Skip>,
+}
+
+/// The bids a checkpoint with `n` splits had emitted: `b < next[b % n]`.
+struct Skip {
+    n: u64,
+    next: Vec<u64>,
+    /// Beyond this, nothing is skipped.
+    max: u64,
 }
 
 impl NexmarkSplit {
@@ -72,7 +83,44 @@ impl NexmarkSplit {
             started: None,
             generated: 0,
             used: mask,
+            skip: None,
         }
+    }
+
+    /// (split, splits, next bid): where a restored split resumes.
+    pub fn position(&self) -> (u64, u64, u64) {
+        (self.next % self.stride, self.stride, self.next)
+    }
+
+    /// Continues after a checkpoint whose splits were `old` (each: split, splits, next bid; together they
+    /// cover every residue of one split count). With the same split count this split resumes at its own next
+    /// bid; with another, it starts at the earliest bid any old split had not emitted and skips those some
+    /// old split had, so the stream is still every bid exactly once.
+    pub fn resume(&mut self, old: &[(u64, u64, u64)]) -> Result<(), String> {
+        let n = old.first().map_or(0, |o| o.1);
+        let mut next = vec![None; n as usize];
+        for &(split, splits, at) in old {
+            if splits != n || split >= n {
+                return Err(format!("nexmark positions of split {split} of {splits} do not fit {n} splits"));
+            }
+            next[split as usize] = Some(at);
+        }
+        let next: Vec<u64> = next
+            .into_iter()
+            .enumerate()
+            .map(|(i, at)| at.ok_or(format!("no position for nexmark split {i} of {n}")))
+            .collect::<Result<_, _>>()?;
+        let residue = self.next;
+        if n == self.stride {
+            self.next = next[residue as usize];
+            return Ok(());
+        }
+        let lo = next.iter().copied().min().unwrap_or(0);
+        let max = next.iter().copied().max().unwrap_or(0);
+        // The first bid >= lo of this split's residue.
+        self.next = lo + (residue + self.stride - lo % self.stride) % self.stride;
+        self.skip = Some(Skip { n, next, max });
+        Ok(())
     }
 
     pub fn tables(seed: u64) -> Arc<Tables> {
@@ -112,6 +160,15 @@ impl NexmarkSplit {
         while n < max && self.next < self.end {
             chunk.clear();
             while chunk.len() < NEXMARK_PREFETCH_BIDS && n + chunk.len() < max && self.next < self.end {
+                if let Some(skip) = &self.skip {
+                    let b = self.next;
+                    if b >= skip.max {
+                        self.skip = None;
+                    } else if b < skip.next[(b % skip.n) as usize] {
+                        self.next += self.stride;
+                        continue;
+                    }
+                }
                 let bid = self.generator.bid(self.next);
                 if self.used[COL_EXTRA] {
                     prefetch(bid.extra.as_ptr(), bid.extra.len());

@@ -1,0 +1,314 @@
+//! Checkpoints: aligned barriers (Flink's asynchronous barrier snapshotting), coordinated from the control
+//! thread.
+//!
+//! Epoch N begins when the coordinator raises [`CheckpointControl::requested`] and rings every shard. A shard
+//! *injects* the barrier between two source reads: it records its splits' positions, sends what it holds for
+//! other shards, then a `Barrier` on every lane. It *aligns*: a lane whose barrier has arrived is not read
+//! further (its later rows belong to the next epoch), and the shard reads no source, until every lane's
+//! barrier is in. Then it encodes its state's delta into a blob (in memory, the only work on the data path),
+//! rolls its sink parts, and goes on; a background task writes and syncs the blob and the parts, then
+//! acknowledges. When every shard has acknowledged, the coordinator writes the manifest (`manifest.rs`):
+//! the checkpoint is complete, shards commit the epoch's sink parts, and old checkpoints are deleted.
+//!
+//! Invariant: a manifest only ever names log bytes and sink parts that were synced before it was written, and
+//! sink output becomes visible only after the manifest of its epoch is durable.
+
+pub mod manifest;
+pub mod recovery;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::constants::CHECKPOINTS_RETAINED;
+use crate::source::SplitState;
+use crate::state::log::SegmentRange;
+use crate::state::{parse_segment_name, LOG_DIR};
+use manifest::{list_manifests, read_manifest, write_manifest, Binding, Manifest, RunState, ShardEntry, MANIFEST_DIR};
+
+/// What the coordinator and the shards share.
+pub struct CheckpointControl {
+    pub interval: Duration,
+    pub state_dir: PathBuf,
+    /// The newest epoch the coordinator asked for.
+    pub requested: AtomicU64,
+    /// The newest epoch whose manifest is durable.
+    pub completed: AtomicU64,
+    /// Nonzero: the run ends with this epoch; shards exit once it is complete and committed.
+    pub final_epoch: AtomicU64,
+    /// Shards whose jobs have all ended (bounded inputs), waiting for the final checkpoint.
+    pub finished_shards: AtomicUsize,
+    pub acks: Sender<ShardAck>,
+    /// What each shard restores at start (taken by the shard).
+    pub restore: Mutex<Vec<Option<ShardRestore>>>,
+}
+
+impl CheckpointControl {
+    pub fn log_dir(&self) -> PathBuf {
+        self.state_dir.join(LOG_DIR)
+    }
+}
+
+/// A shard's answer to a barrier: its part of the checkpoint, durable.
+pub struct ShardAck {
+    pub shard: u16,
+    pub epoch: u64,
+    pub result: Result<AckData, String>,
+}
+
+pub struct AckData {
+    pub log: Vec<SegmentRange>,
+    /// Per job, the state of each of this shard's splits at the barrier.
+    pub sources: Vec<Vec<SplitState>>,
+    /// Per job, the window operator's watermark (i64::MIN for none).
+    pub watermarks: Vec<i64>,
+    pub key_groups: Vec<u16>,
+    pub bytes: u64,
+    pub entries: u64,
+    pub base: bool,
+    /// From the barrier's injection to the end of alignment.
+    pub align: Duration,
+    /// Encoding the state at the barrier (the data path's pause beyond alignment).
+    pub encode: Duration,
+}
+
+/// What one shard restores at start.
+#[derive(Debug, Default)]
+pub struct ShardRestore {
+    pub epoch: u64,
+    /// Per job.
+    pub jobs: Vec<JobRestore>,
+}
+
+#[derive(Debug, Default)]
+pub struct JobRestore {
+    /// State entries of the key groups the shard owns: (namespace, key, value).
+    pub entries: Vec<(i64, Box<[u8]>, Box<[u8]>)>,
+    /// Per key group, the watermark the window operator that owned it had fired up to.
+    pub floors: Vec<i64>,
+    /// Every split of the job, as checkpointed; each shard picks its own.
+    pub sources: Vec<SplitState>,
+}
+
+/// Per-checkpoint numbers, kept for the final report and the benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointStats {
+    pub epoch: u64,
+    pub duration: Duration,
+    pub align_max: Duration,
+    pub encode_max: Duration,
+    pub bytes: u64,
+    pub entries: u64,
+    pub bases: usize,
+}
+
+struct InFlight {
+    epoch: u64,
+    run: RunState,
+    started: Instant,
+    acks: Vec<Option<AckData>>,
+}
+
+/// Starts checkpoints on time, gathers acknowledgements, writes manifests, deletes what no retained
+/// checkpoint needs. Runs on the control thread.
+pub struct Coordinator {
+    ctl: Arc<CheckpointControl>,
+    acks: Receiver<ShardAck>,
+    n_shards: usize,
+    binding: Binding,
+    next_epoch: u64,
+    next_due: Instant,
+    in_flight: Option<InFlight>,
+    /// The run's final checkpoint was started.
+    ending: bool,
+    /// Epochs of the manifests kept, oldest first.
+    retained: VecDeque<u64>,
+    pub history: Vec<CheckpointStats>,
+}
+
+impl Coordinator {
+    /// `last_epoch` is the epoch restored from (0 for a fresh start): epochs continue after it.
+    pub fn new(
+        ctl: Arc<CheckpointControl>,
+        acks: Receiver<ShardAck>,
+        n_shards: usize,
+        binding: Binding,
+        last_epoch: u64,
+    ) -> Result<Coordinator, String> {
+        let mut retained: Vec<u64> = list_manifests(&ctl.state_dir.join(MANIFEST_DIR))?;
+        retained.reverse();
+        ctl.completed.store(last_epoch, Ordering::SeqCst);
+        ctl.requested.store(last_epoch, Ordering::SeqCst);
+        Ok(Coordinator {
+            next_due: Instant::now() + ctl.interval,
+            ctl,
+            acks,
+            n_shards,
+            binding,
+            next_epoch: last_epoch + 1,
+            in_flight: None,
+            ending: false,
+            retained: retained.into(),
+            history: Vec::new(),
+        })
+    }
+
+    pub fn acks(&self) -> &Receiver<ShardAck> {
+        &self.acks
+    }
+
+    /// How long the control thread may sleep before [`Self::tick`] has something to do.
+    pub fn due_in(&self, now: Instant) -> Duration {
+        if self.in_flight.is_some() || self.ending {
+            return Duration::from_millis(50);
+        }
+        self.next_due.saturating_duration_since(now).min(Duration::from_millis(50))
+    }
+
+    /// Starts a checkpoint when one is due, or the final one when the run ends (`stopping`: a signal asked
+    /// for it; or every shard's inputs ended). `ring` wakes every shard.
+    pub fn tick(&mut self, now: Instant, stopping: bool, ring: &dyn Fn()) {
+        if self.in_flight.is_some() || self.ending {
+            return;
+        }
+        let finished = self.ctl.finished_shards.load(Ordering::SeqCst) == self.n_shards;
+        let run = if finished {
+            RunState::Finished
+        } else if stopping {
+            RunState::Stopped
+        } else if now >= self.next_due {
+            RunState::Running
+        } else {
+            return;
+        };
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        if run != RunState::Running {
+            self.ending = true;
+            self.ctl.final_epoch.store(epoch, Ordering::SeqCst);
+        }
+        self.ctl.requested.store(epoch, Ordering::SeqCst);
+        self.in_flight =
+            Some(InFlight { epoch, run, started: now, acks: (0..self.n_shards).map(|_| None).collect() });
+        tracing::debug!(epoch, "checkpoint started");
+        ring();
+    }
+
+    /// Takes one shard's acknowledgement; completes the checkpoint when it is the last.
+    pub fn on_ack(&mut self, ack: ShardAck, ring: &dyn Fn()) -> Result<(), String> {
+        let data = ack.result.map_err(|e| format!("checkpoint {} failed on shard {}: {e}", ack.epoch, ack.shard))?;
+        let Some(f) = &mut self.in_flight else {
+            return Err(format!("shard {} acknowledged checkpoint {} that is not in flight", ack.shard, ack.epoch));
+        };
+        if f.epoch != ack.epoch {
+            return Err(format!("shard {} acknowledged checkpoint {}, {} is in flight", ack.shard, ack.epoch, f.epoch));
+        }
+        f.acks[ack.shard as usize] = Some(data);
+        if f.acks.iter().all(Option::is_some) {
+            let f = self.in_flight.take().expect("checked above");
+            self.complete(f, ring)?;
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, f: InFlight, ring: &dyn Fn()) -> Result<(), String> {
+        let acks: Vec<AckData> = f.acks.into_iter().map(|a| a.expect("all present")).collect();
+        let n_jobs = self.binding.jobs.len();
+        let mut sources = vec![Vec::new(); n_jobs];
+        for a in &acks {
+            for (job, splits) in a.sources.iter().enumerate() {
+                sources[job].extend(splits.iter().cloned());
+            }
+        }
+        let shards = acks
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ShardEntry {
+                shard: i as u16,
+                log: a.log.clone(),
+                key_groups: a.key_groups.clone(),
+                watermarks: a.watermarks.clone(),
+            })
+            .collect();
+        let completed_at_ms =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let manifest =
+            Manifest { epoch: f.epoch, run: f.run, completed_at_ms, binding: self.binding.clone(), shards, sources };
+        let dir = self.ctl.state_dir.join(MANIFEST_DIR);
+        write_manifest(&dir, &manifest)?;
+        self.ctl.completed.store(f.epoch, Ordering::SeqCst);
+        ring();
+        let stats = CheckpointStats {
+            epoch: f.epoch,
+            duration: f.started.elapsed(),
+            align_max: acks.iter().map(|a| a.align).max().unwrap_or_default(),
+            encode_max: acks.iter().map(|a| a.encode).max().unwrap_or_default(),
+            bytes: acks.iter().map(|a| a.bytes).sum(),
+            entries: acks.iter().map(|a| a.entries).sum(),
+            bases: acks.iter().filter(|a| a.base).count(),
+        };
+        tracing::info!(
+            "checkpoint {} complete in {:.1} ms (alignment {:.1} ms, state encoding {:.1} ms): {} entries, {} bytes, {} of {} shard(s) wrote a base{}",
+            stats.epoch,
+            stats.duration.as_secs_f64() * 1e3,
+            stats.align_max.as_secs_f64() * 1e3,
+            stats.encode_max.as_secs_f64() * 1e3,
+            stats.entries,
+            stats.bytes,
+            stats.bases,
+            self.n_shards,
+            match f.run {
+                RunState::Running => "",
+                RunState::Stopped => " (final: stopped)",
+                RunState::Finished => " (final: input finished)",
+            }
+        );
+        self.history.push(stats);
+        self.next_due = Instant::now() + self.ctl.interval;
+        self.retained.push_back(f.epoch);
+        self.collect_garbage(&dir, &manifest);
+        Ok(())
+    }
+
+    /// Deletes manifests beyond the retained count and log segments no retained manifest names. Failures
+    /// only cost disk space: they are logged, not fatal.
+    fn collect_garbage(&mut self, dir: &Path, newest: &Manifest) {
+        while self.retained.len() > CHECKPOINTS_RETAINED {
+            let old = self.retained.pop_front().expect("non-empty");
+            let path = dir.join(manifest::manifest_name(old));
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!("cannot delete old checkpoint manifest {}: {e}", path.display());
+            }
+        }
+        let mut needed: BTreeSet<String> = newest.shards.iter().flat_map(|s| s.log.iter().map(|r| r.file.clone())).collect();
+        for &epoch in &self.retained {
+            if epoch == newest.epoch {
+                continue;
+            }
+            match read_manifest(dir, epoch) {
+                Ok(m) => needed.extend(m.shards.iter().flat_map(|s| s.log.iter().map(|r| r.file.clone()))),
+                Err(e) => {
+                    tracing::warn!("not deleting old log segments: {e}");
+                    return;
+                }
+            }
+        }
+        let log_dir = self.ctl.log_dir();
+        let Ok(entries) = std::fs::read_dir(&log_dir) else { return };
+        // Between two checkpoints no shard is writing: every segment of this run is named by the newest
+        // manifest or superseded.
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if parse_segment_name(&name).is_none() || needed.contains(&name) {
+                continue;
+            }
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!("cannot delete log segment {}: {e}", entry.path().display());
+            }
+        }
+    }
+}

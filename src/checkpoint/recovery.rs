@@ -1,0 +1,195 @@
+//! Recovery: from the newest complete checkpoint in a state directory to what each shard restores.
+//!
+//! Runs on the control thread before the shards start. The newest manifest is read and its binding compared
+//! with the current config; every shard's log ranges are read and replayed (each record checked: corruption
+//! inside a completed checkpoint is fatal, with the file and offset); bytes after the last complete checkpoint
+//! (a torn write, or a checkpoint that never completed) are reported and cut off; the state is then split by
+//! key group over the new shards, which may be more or fewer than when the checkpoint was taken.
+
+use std::io::Read as _;
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::manifest::{list_manifests, read_manifest, sync_dir, Binding, Manifest, MANIFEST_DIR};
+use super::{JobRestore, ShardRestore};
+use crate::shard::routing::{KeyGroup, RoutingTable};
+use crate::state::log::{replay, scan_tail, SegmentRange};
+use crate::state::{parse_segment_name, LOG_DIR};
+
+/// Why a recovery cannot proceed.
+#[derive(Debug)]
+pub enum RecoveryError {
+    /// The checkpoint does not fit the current config (exit 2: the config must change, or the state go).
+    Binding(String),
+    /// The state is unreadable or damaged (exit 1).
+    Fatal(String),
+}
+
+/// A checkpoint restored into memory.
+pub struct Recovered {
+    pub manifest: Manifest,
+    /// Per new shard.
+    pub shards: Vec<ShardRestore>,
+    pub entries: u64,
+    pub bytes: u64,
+    pub took: Duration,
+}
+
+/// Reads a range of a segment file.
+fn read_range(dir: &Path, r: &SegmentRange) -> Result<Vec<u8>, String> {
+    let path = dir.join(&r.file);
+    let file = std::fs::File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let len = file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
+    let to = r.to.min(len);
+    let mut buf = vec![0; to.saturating_sub(r.from) as usize];
+    file.read_exact_at(&mut buf, r.from).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(buf)
+}
+
+/// Cuts off what follows the last complete checkpoint of each shard's log, and deletes the shard's later
+/// segments: they hold only checkpoints that never completed.
+fn truncate_tails(log_dir: &Path, m: &Manifest) -> Result<(), String> {
+    for shard in &m.shards {
+        let Some(last) = shard.log.last() else { continue };
+        let path = log_dir.join(&last.file);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let len = file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
+        if len > last.to {
+            let mut tail = Vec::new();
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(last.to))
+                .and_then(|_| file.read_to_end(&mut tail))
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let (_, torn) = scan_tail(&last.file, &tail, last.to);
+            let why = if torn { "a torn or unfinished write" } else { "a checkpoint that never completed" };
+            tracing::warn!(
+                "{}: discarding {} bytes after byte {} ({why}; the newest complete checkpoint ends there)",
+                path.display(),
+                len - last.to,
+                last.to
+            );
+            file.set_len(last.to).and_then(|_| file.sync_all()).map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
+        }
+        let (shard_idx, seg) = parse_segment_name(&last.file)
+            .ok_or_else(|| format!("the manifest names {}, which is not a log segment name", last.file))?;
+        let entries = std::fs::read_dir(log_dir).map_err(|e| format!("cannot list {}: {e}", log_dir.display()))?;
+        for entry in entries.flatten() {
+            if let Some((s, n)) = parse_segment_name(&entry.file_name().to_string_lossy()) {
+                if s == shard_idx && n > seg {
+                    tracing::warn!("{}: deleting a segment of a checkpoint that never completed", entry.path().display());
+                    std::fs::remove_file(entry.path())
+                        .map_err(|e| format!("cannot delete {}: {e}", entry.path().display()))?;
+                }
+            }
+        }
+    }
+    sync_dir(log_dir)
+}
+
+/// The newest complete checkpoint of `state_dir`, if any, restored for `n_shards` shards routed by
+/// `routing`; `binding` is the current config's.
+pub fn recover(
+    state_dir: &Path,
+    binding: &Binding,
+    routing: &RoutingTable,
+    n_shards: usize,
+) -> Result<Option<Recovered>, RecoveryError> {
+    let started = Instant::now();
+    let dir = state_dir.join(MANIFEST_DIR);
+    let epochs = list_manifests(&dir).map_err(RecoveryError::Fatal)?;
+    let Some(&epoch) = epochs.first() else { return Ok(None) };
+    let manifest = read_manifest(&dir, epoch).map_err(RecoveryError::Fatal)?;
+    let diffs = manifest.binding.differences(binding);
+    if !diffs.is_empty() {
+        return Err(RecoveryError::Binding(format!(
+            "{} holds checkpoint {epoch} of a job whose config differs: {}. Restore with the config it was taken with, or start from an empty runtime.state_dir",
+            state_dir.display(),
+            diffs.join("; ")
+        )));
+    }
+    restore_manifest(state_dir, manifest, routing, n_shards, started, true).map(Some)
+}
+
+/// Restores from a manifest whose log lives under `state_dir` (a state directory or a savepoint);
+/// `repair` cuts torn tails (never done to a savepoint).
+pub fn restore_manifest(
+    state_dir: &Path,
+    manifest: Manifest,
+    routing: &RoutingTable,
+    n_shards: usize,
+    started: Instant,
+    repair: bool,
+) -> Result<Recovered, RecoveryError> {
+    let log_dir = state_dir.join(LOG_DIR);
+    if repair {
+        truncate_tails(&log_dir, &manifest).map_err(RecoveryError::Fatal)?;
+    }
+    let key_groups = routing.key_groups() as usize;
+    let n_jobs = manifest.binding.jobs.len();
+    let mut floors = vec![vec![i64::MIN; key_groups]; n_jobs];
+    for shard in &manifest.shards {
+        for &kg in &shard.key_groups {
+            for (job, wm) in shard.watermarks.iter().enumerate().take(n_jobs) {
+                if let Some(f) = floors[job].get_mut(kg as usize) {
+                    *f = *wm;
+                }
+            }
+        }
+    }
+    let mut shards: Vec<ShardRestore> = (0..n_shards)
+        .map(|_| ShardRestore {
+            epoch: manifest.epoch,
+            jobs: (0..n_jobs)
+                .map(|job| JobRestore {
+                    entries: Vec::new(),
+                    floors: floors[job].clone(),
+                    sources: manifest.sources.get(job).cloned().unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect();
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    for shard in &manifest.shards {
+        let mut ranges = Vec::new();
+        for r in &shard.log {
+            let data = read_range(&log_dir, r).map_err(RecoveryError::Fatal)?;
+            ranges.push((r.clone(), data));
+        }
+        let image = replay(&ranges, manifest.epoch).map_err(|e| {
+            RecoveryError::Fatal(format!(
+                "checkpoint {} is damaged: {}/{e}. Nothing was restored; move {} away to start from the previous checkpoint, or restore a savepoint",
+                manifest.epoch,
+                log_dir.display(),
+                super::manifest::manifest_name(manifest.epoch)
+            ))
+        })?;
+        bytes += image.bytes;
+        for (job, namespaces) in image.jobs {
+            let job = job as usize;
+            if job >= n_jobs {
+                return Err(RecoveryError::Fatal(format!(
+                    "checkpoint {}: the log of shard {} holds state of job {job}, the manifest has {n_jobs} jobs",
+                    manifest.epoch, shard.shard
+                )));
+            }
+            for (ns, keys) in namespaces {
+                for (key, (kg, value)) in keys {
+                    if kg as usize >= key_groups {
+                        return Err(RecoveryError::Fatal(format!(
+                            "checkpoint {}: the log of shard {} holds key group {kg} of {key_groups}",
+                            manifest.epoch, shard.shard
+                        )));
+                    }
+                    let owner = routing.owner(KeyGroup(kg as u16)).idx();
+                    shards[owner].jobs[job].entries.push((ns, key, value));
+                    entries += 1;
+                }
+            }
+        }
+    }
+    Ok(Recovered { manifest, shards, entries, bytes, took: started.elapsed() })
+}
