@@ -192,8 +192,7 @@ impl Coordinator {
             self.ctl.final_epoch.store(epoch, Ordering::SeqCst);
         }
         self.ctl.requested.store(epoch, Ordering::SeqCst);
-        self.in_flight =
-            Some(InFlight { epoch, run, started: now, acks: (0..self.n_shards).map(|_| None).collect() });
+        self.in_flight = Some(InFlight { epoch, run, started: now, acks: (0..self.n_shards).map(|_| None).collect() });
         tracing::debug!(epoch, "checkpoint started");
         ring();
     }
@@ -284,7 +283,8 @@ impl Coordinator {
                 tracing::warn!("cannot delete old checkpoint manifest {}: {e}", path.display());
             }
         }
-        let mut needed: BTreeSet<String> = newest.shards.iter().flat_map(|s| s.log.iter().map(|r| r.file.clone())).collect();
+        let mut needed: BTreeSet<String> =
+            newest.shards.iter().flat_map(|s| s.log.iter().map(|r| r.file.clone())).collect();
         for &epoch in &self.retained {
             if epoch == newest.epoch {
                 continue;

@@ -72,7 +72,9 @@ fn truncate_tails(log_dir: &Path, m: &Manifest) -> Result<(), String> {
                 len - last.to,
                 last.to
             );
-            file.set_len(last.to).and_then(|_| file.sync_all()).map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
+            file.set_len(last.to)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
         }
         let (shard_idx, seg) = parse_segment_name(&last.file)
             .ok_or_else(|| format!("the manifest names {}, which is not a log segment name", last.file))?;
@@ -80,7 +82,10 @@ fn truncate_tails(log_dir: &Path, m: &Manifest) -> Result<(), String> {
         for entry in entries.flatten() {
             if let Some((s, n)) = parse_segment_name(&entry.file_name().to_string_lossy()) {
                 if s == shard_idx && n > seg {
-                    tracing::warn!("{}: deleting a segment of a checkpoint that never completed", entry.path().display());
+                    tracing::warn!(
+                        "{}: deleting a segment of a checkpoint that never completed",
+                        entry.path().display()
+                    );
                     std::fs::remove_file(entry.path())
                         .map_err(|e| format!("cannot delete {}: {e}", entry.path().display()))?;
                 }

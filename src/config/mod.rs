@@ -336,10 +336,9 @@ fn checkpoint_config(table: &toml::Table, errors: &mut Vec<ConfigError>) -> Opti
             None
         }
         Some(us) if us / 1000 < crate::constants::CHECKPOINT_INTERVAL_MIN_MS => {
-            errors.push(s.error(
-                "interval",
-                format!("must be at least {} ms", crate::constants::CHECKPOINT_INTERVAL_MIN_MS),
-            ));
+            errors.push(
+                s.error("interval", format!("must be at least {} ms", crate::constants::CHECKPOINT_INTERVAL_MIN_MS)),
+            );
             None
         }
         Some(us) => Some(us / 1000),

@@ -388,8 +388,9 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
             }
             Some((ctl, acks, epoch)) => {
                 let b = binding(&prepared);
-                coordinator =
-                    Some(Coordinator::new(ctl.clone(), acks, graph.n_shards(), b, epoch).map_err(DaemonError::Runtime)?);
+                coordinator = Some(
+                    Coordinator::new(ctl.clone(), acks, graph.n_shards(), b, epoch).map_err(DaemonError::Runtime)?,
+                );
                 graph.checkpoints = Some(ctl);
             }
         }

@@ -115,7 +115,9 @@ impl KeyedAccs {
         let changed = self.changed.as_deref();
         self.table
             .iter()
-            .filter(move |s| changed.is_none_or(|b| b.get(s.row as usize / 64).is_some_and(|w| w >> (s.row % 64) & 1 == 1)))
+            .filter(move |s| {
+                changed.is_none_or(|b| b.get(s.row as usize / 64).is_some_and(|w| w >> (s.row % 64) & 1 == 1))
+            })
             .map(move |s| {
                 let key = &self.keys[s.key_start as usize..(s.key_start + s.key_len) as usize];
                 (s.hash, key, &self.accs[s.row as usize * n..(s.row as usize + 1) * n])

@@ -196,7 +196,8 @@ impl ShardTask {
             let restore = restore.as_ref().and_then(|r| r.jobs.get(i));
             let mut job = Self::job_state(&graph, spec, id, first_epoch);
             if let Some(r) = restore {
-                Self::restore_job(&graph, spec, id, &mut job, r).map_err(|e| format!("job {}: restore: {e}", spec.name))?;
+                Self::restore_job(&graph, spec, id, &mut job, r)
+                    .map_err(|e| format!("job {}: restore: {e}", spec.name))?;
             } else if let (Some(w), Some(_)) = (job.window.as_mut(), &ckpt) {
                 w.agg.track_changes(graph.routing.key_groups());
             }
@@ -206,7 +207,13 @@ impl ShardTask {
     }
 
     /// Puts a job's checkpointed state back: its window state, and its splits' positions and event times.
-    fn restore_job(graph: &JobGraph, spec: &JobSpec, id: ShardId, job: &mut JobState, r: &JobRestore) -> ShardResult<()> {
+    fn restore_job(
+        graph: &JobGraph,
+        spec: &JobSpec,
+        id: ShardId,
+        job: &mut JobState,
+        r: &JobRestore,
+    ) -> ShardResult<()> {
         if let Some(w) = job.window.as_mut() {
             w.agg.track_changes(graph.routing.key_groups());
             for (ns, key, value) in &r.entries {
@@ -228,7 +235,10 @@ impl ShardTask {
             match split {
                 Split::Nexmark(n) => {
                     if nexmark.is_empty() {
-                        return Err(format!("the checkpoint has no position for the nexmark source {}", spec.source.name));
+                        return Err(format!(
+                            "the checkpoint has no position for the nexmark source {}",
+                            spec.source.name
+                        ));
                     }
                     let (own, splits, _) = n.position();
                     let same = r.sources.iter().find(|s| {
@@ -243,7 +253,10 @@ impl ShardTask {
                 }
                 Split::File(f) => {
                     let path = f.path().display().to_string();
-                    let found = r.sources.iter().find(|s| matches!(&s.position, SplitPosition::File { path: p, .. } if *p == path));
+                    let found = r
+                        .sources
+                        .iter()
+                        .find(|s| matches!(&s.position, SplitPosition::File { path: p, .. } if *p == path));
                     // A file the checkpoint does not know appeared since: read it from the start.
                     let Some(state) = found else { continue };
                     if let SplitPosition::File { offset, line, finished, .. } = state.position {
@@ -294,9 +307,10 @@ impl ShardTask {
             by_shard: vec![Vec::new(); n],
             late_reported: 0,
         });
-        let dead_letter = spec.dead_letter.as_ref().map(|cfg| {
-            sink_writer(cfg, &format!("deadletter-{}", spec.name), id.idx(), &dead_letter_schema(), epoch)
-        });
+        let dead_letter = spec
+            .dead_letter
+            .as_ref()
+            .map(|cfg| sink_writer(cfg, &format!("deadletter-{}", spec.name), id.idx(), &dead_letter_schema(), epoch));
         JobState {
             split_done: vec![false; splits.len()],
             watermarks: SplitWatermarks::new(splits.len(), delay, spec.source.idle_timeout_ms, 0),

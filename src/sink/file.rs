@@ -169,7 +169,8 @@ impl FileSinkWriter {
         }
         self.pending = keep;
         if renamed {
-            let dir = glommio::io::Directory::open(absolute(&self.dir)).await.map_err(|e| error("open", &self.dir, e))?;
+            let dir =
+                glommio::io::Directory::open(absolute(&self.dir)).await.map_err(|e| error("open", &self.dir, e))?;
             dir.sync().await.map_err(|e| error("sync", &self.dir, e))?;
             let _ = dir.close().await;
         }

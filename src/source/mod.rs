@@ -49,12 +49,7 @@ impl Split {
             }
             Split::File(f) => {
                 let (offset, line) = f.position();
-                SplitPosition::File {
-                    path: f.path().display().to_string(),
-                    offset,
-                    line,
-                    finished: f.is_finished(),
-                }
+                SplitPosition::File { path: f.path().display().to_string(), offset, line, finished: f.is_finished() }
             }
         }
     }

@@ -4,7 +4,7 @@
 //! with zero bytes to a multiple of [`LOG_BLOCK_BYTES`] (direct I/O writes whole aligned blocks). A record is
 //!
 //! ```text
-//! len: u32 LE      bytes of the payload (the type byte and what follows); 0 marks padding up to the next block
+//! len: u32 LE      bytes of the payload (the type byte and what follows), at least 1
 //! crc: u32 LE      CRC-32C of the 4 len bytes followed by the payload
 //! payload          type: u8, then the fields of that type (all integers little endian)
 //! ```
@@ -19,7 +19,8 @@
 //! 4 END      epoch u64, records u32 (the records of this checkpoint, BEGIN and END included)
 //! ```
 //!
-//! A checkpoint counts only if its END is present and its record count matches. Entries are grouped by key
+//! Zero bytes pad each blob from its END record to the next block boundary. A checkpoint counts only if its
+//! END is present and its record count matches. Entries are grouped by key
 //! group (one or more ENTRIES records per key group), so a restore can pick the key groups it owns. What a
 //! namespace and a value mean belongs to the operator that wrote them (`operator::window_agg`): the log only
 //! stores bytes.
@@ -107,8 +108,7 @@ impl BlobEncoder {
     /// Makes the open ENTRIES record the one of `job` and `key_group`.
     fn group_for(&mut self, job: u16, key_group: u32) {
         match self.group {
-            Some((at, j, kg, _))
-                if j == job && kg == key_group && self.buf.len() - at < ENTRIES_RECORD_BYTES_MAX => {}
+            Some((at, j, kg, _)) if j == job && kg == key_group && self.buf.len() - at < ENTRIES_RECORD_BYTES_MAX => {}
             _ => {
                 self.close_group();
                 let at = self.open(TYPE_ENTRIES);
@@ -302,48 +302,44 @@ impl<'a> RecordReader<'a> {
         LogError { file: self.file.to_string(), offset: self.offset(), what: what.into() }
     }
 
-    /// The next record and the file offset just past it; `None` at the end of the range.
+    /// The next record and the file offset just past it; `None` at the end of the range. Padding follows
+    /// every END record up to the next block boundary (and only there: a zero length anywhere else is
+    /// damage), so it is skipped right after an END.
     pub fn next_record(&mut self) -> Option<Result<(Record<'a>, u64), LogError>> {
-        loop {
-            if self.pos == self.bytes.len() {
-                return None;
-            }
-            let rest = &self.bytes[self.pos..];
-            // Padding shorter than a length word (a blob 1 to 3 bytes short of a block) reads as length 0.
-            let len = match rest.get(..4) {
-                Some(word) => u32::from_le_bytes(word.try_into().expect("4 bytes")) as usize,
-                None if rest.iter().all(|b| *b == 0) => 0,
-                None => return Some(Err(self.error("the range ends inside a record header"))),
-            };
-            if len == 0 {
-                // Padding: skip to the next block boundary (of the file, not of the range).
-                let offset = self.offset();
-                let next = (offset / LOG_BLOCK_BYTES as u64 + 1) * LOG_BLOCK_BYTES as u64;
-                let skip = (next - offset) as usize;
-                if rest.len() < skip {
-                    return Some(Err(self.error("the range ends inside padding")));
-                }
-                if rest[..skip].iter().any(|b| *b != 0) {
-                    return Some(Err(self.error("padding holds non-zero bytes")));
-                }
-                self.pos += skip;
-                continue;
-            }
-            if len > RECORD_BYTES_MAX || rest.len() < HEADER_BYTES + len {
-                return Some(Err(self.error(format!("a record of {len} bytes does not fit the range (torn write?)"))));
-            }
-            let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-            let payload = &rest[HEADER_BYTES..HEADER_BYTES + len];
-            if crc32c::crc32c_append(crc32c::crc32c(&rest[..4]), payload) != crc {
-                return Some(Err(self.error("checksum mismatch")));
-            }
-            let record = match decode_payload(payload) {
-                Ok(r) => r,
-                Err(e) => return Some(Err(self.error(e))),
-            };
-            self.pos += HEADER_BYTES + len;
-            return Some(Ok((record, self.offset())));
+        if self.pos == self.bytes.len() {
+            return None;
         }
+        let rest = &self.bytes[self.pos..];
+        if rest.len() < HEADER_BYTES {
+            return Some(Err(self.error("the range ends inside a record header")));
+        }
+        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > RECORD_BYTES_MAX || rest.len() < HEADER_BYTES + len {
+            return Some(Err(self.error(format!("a record of {len} bytes does not fit the range (torn write?)"))));
+        }
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        let payload = &rest[HEADER_BYTES..HEADER_BYTES + len];
+        if crc32c::crc32c_append(crc32c::crc32c(&rest[..4]), payload) != crc {
+            return Some(Err(self.error("checksum mismatch")));
+        }
+        let record = match decode_payload(payload) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(self.error(e))),
+        };
+        self.pos += HEADER_BYTES + len;
+        if let Record::End { .. } = record {
+            let offset = self.offset();
+            let block = LOG_BLOCK_BYTES as u64;
+            let skip = (offset.div_ceil(block) * block - offset) as usize;
+            let rest = &self.bytes[self.pos..];
+            // A range that ends inside the padding (a torn tail) keeps what it has.
+            let pad = &rest[..skip.min(rest.len())];
+            if pad.iter().any(|b| *b != 0) {
+                return Some(Err(self.error("the padding after a checkpoint holds non-zero bytes")));
+            }
+            self.pos += pad.len();
+        }
+        Some(Ok((record, self.offset())))
     }
 }
 
@@ -461,7 +457,9 @@ pub fn replay(ranges: &[(SegmentRange, Vec<u8>)], last_epoch: u64) -> Result<Sha
     }
     match last_end {
         Some(e) if e == last_epoch => Ok(image),
-        Some(e) => Err(LogError { what: format!("the log ends at checkpoint {e}, the manifest says {last_epoch}"), ..at }),
+        Some(e) => {
+            Err(LogError { what: format!("the log ends at checkpoint {e}, the manifest says {last_epoch}"), ..at })
+        }
         None => Err(LogError { what: "no checkpoint in the log ranges the manifest names".into(), ..at }),
     }
 }
@@ -641,15 +639,21 @@ mod tests {
         }
     }
 
-    /// Every amount of padding, down to 1 byte, reads back: blobs of every length modulo the block size.
+    /// Every amount of padding, down to 1 byte, reads back, also with the next checkpoint right after it:
+    /// blobs of every length modulo the block size.
     #[test]
     fn every_padding_length_reads_back() {
         for value_len in 0..LOG_BLOCK_BYTES + 16 {
             let mut enc = BlobEncoder::new(1, 0, CheckpointKind::Base);
             enc.put(0, 0, 5, b"k", |b| b.resize(b.len() + value_len, 7));
-            let blob = enc.finish(1);
-            let image = replay(&range(&blob, blob.len() as u64), 1).unwrap_or_else(|e| panic!("value of {value_len}: {e}"));
+            let mut file = enc.finish(1);
+            let mut next = BlobEncoder::new(2, 0, CheckpointKind::Delta);
+            next.put(0, 0, 5, b"j", |b| b.push(1));
+            file.extend_from_slice(&next.finish(2));
+            let image = replay(&range(&file, file.len() as u64), 2)
+                .unwrap_or_else(|e| panic!("value of {value_len}: {e}"));
             assert_eq!(image.jobs[&0][&5][b"k".as_slice()].1.len(), value_len);
+            assert_eq!(image.jobs[&0][&5].len(), 2);
         }
     }
 

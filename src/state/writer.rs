@@ -106,9 +106,11 @@ impl LogWriter {
             let rest = &blob[written..];
             let mut buf = seg.file.alloc_dma_buffer(rest.len());
             buf.as_bytes_mut().copy_from_slice(rest);
-            let n = seg.file.write_at(buf, seg.pos).await.map_err(|e| {
-                format!("state log: cannot write {}: {e}", self.dir.join(&seg.name).display())
-            })?;
+            let n = seg
+                .file
+                .write_at(buf, seg.pos)
+                .await
+                .map_err(|e| format!("state log: cannot write {}: {e}", self.dir.join(&seg.name).display()))?;
             if n == 0 || n % LOG_BLOCK_BYTES != 0 {
                 return Err(format!("state log: short write ({n} bytes) to {}", self.dir.join(&seg.name).display()));
             }

@@ -1,0 +1,345 @@
+//! Exactly-once state on the real binary: jobs killed with SIGKILL at random moments (mid-checkpoint and
+//! mid-commit included) and restarted until they complete must write exactly what an uninterrupted run
+//! writes; a job stopped by SIGTERM resumes where it stopped; a checkpoint of another config is refused and a
+//! damaged one is a clear, fatal error.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// SIGKILLs per crash test run (the issue asks for at least 30).
+const CRASH_KILLS: usize = 30;
+
+/// A killed run lives this long at least and at most: long enough to start and get through a few of the
+/// 50 ms checkpoints, short enough that 30 kills land all over the run.
+const LIFE_MIN_MS: u64 = 20;
+const LIFE_MAX_MS: u64 = 300;
+
+/// Longest a last, uninterrupted run may take to finish the job.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The tests of this file run the binary one at a time: each spreads its shards over every core.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A small deterministic random generator (xorshift), seeded and reported so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn from_time() -> Rng {
+        let seed = std::env::var("SHARDFLOW_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
+        });
+        eprintln!("crash test seed: {seed} (replay with SHARDFLOW_CRASH_SEED={seed})");
+        Rng(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Starts `shardflow run -c config` with its output appended to `log`.
+fn spawn(config: &Path, log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open run log");
+    let err = out.try_clone().expect("clone run log");
+    Command::new(shardflow_bin())
+        .args(["run", "-c"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start shardflow")
+}
+
+/// Waits for a child with a deadline; its exit code.
+fn wait_for(child: &mut Child, timeout: Duration, log: &Path, dir: &TempDir) -> i32 {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for shardflow") {
+            return status.code().unwrap_or(-1);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            dir.keep();
+            panic!("shardflow did not finish in {timeout:?}; log: {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills runs of `config` with SIGKILL `kills` times at random moments, then lets one run finish. Returns
+/// the number of runs that restored a checkpoint.
+fn run_with_kills(config: &Path, kills: usize, dir: &TempDir) -> usize {
+    let log = dir.join("runs.log");
+    let mut rng = Rng::from_time();
+    let mut killed = 0;
+    while killed < kills {
+        let mut child = spawn(config, &log);
+        std::thread::sleep(Duration::from_millis(rng.between(LIFE_MIN_MS, LIFE_MAX_MS)));
+        if child.try_wait().expect("poll shardflow").is_some() {
+            // It finished before the kill: start over from the checkpoints it left (a finished run).
+            break;
+        }
+        child.kill().expect("SIGKILL shardflow");
+        child.wait().expect("reap shardflow");
+        killed += 1;
+    }
+    let mut child = spawn(config, &log);
+    let code = wait_for(&mut child, FINISH_TIMEOUT, &log, dir);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    if code != 0 {
+        dir.keep();
+        panic!("the last run exited {code}; log tail:\n{}", &text[text.len().saturating_sub(4000)..]);
+    }
+    eprintln!("{killed} kills");
+    assert!(killed >= kills.min(1), "no run was killed");
+    text.matches("restored checkpoint").count()
+}
+
+/// Sorted canonical rows of a sink directory.
+fn rows(dir: &Path) -> Vec<String> {
+    let mut r: Vec<String> = read_output_rows(dir).iter().map(canonical_json).collect();
+    r.sort();
+    r
+}
+
+fn assert_same_output(label: &str, got: &Path, want: &Path, dir: &TempDir) {
+    let (g, w) = (rows(got), rows(want));
+    if g != w {
+        dir.keep();
+        let missing = w.iter().filter(|r| !g.contains(r)).count();
+        let extra = g.len() + missing - w.len();
+        panic!("{label}: {} rows, expected {} ({missing} missing, {extra} extra or duplicated)", g.len(), w.len());
+    }
+    assert!(!w.is_empty(), "{label}: the reference run wrote nothing");
+    assert_eq!(hidden_output_files(got), Vec::<String>::new(), "{label}: uncommitted parts left behind");
+}
+
+/// Two windowed jobs on a rate-limited nexmark stream (so that a run lasts long enough to be killed 30
+/// times), with file sinks, checkpointed every 50 ms.
+fn nexmark_config(dir: &TempDir, name: &str, cores: usize, checkpoints: bool, rate: u64) -> PathBuf {
+    let checkpoint = if checkpoints { "[checkpoint]\ninterval = \"50ms\"\n" } else { "" };
+    let text = format!(
+        r#"[runtime]
+cores = {cores}
+key_groups = 64
+state_dir = "state"
+
+{checkpoint}
+[sources.bid]
+connector = "nexmark"
+table = "bid"
+events = 800_000
+rate = {rate}
+event_rate = 10_000
+key_space = 500
+watermark = "dateTime - INTERVAL '4' SECOND"
+
+[sinks.counts]
+connector = "file"
+path = "{name}/counts"
+
+[sinks.hops]
+connector = "file"
+path = "{name}/hops"
+
+[[jobs]]
+name = "counts"
+sql = """
+INSERT INTO counts
+SELECT bidder, COUNT(*) AS n, MAX(price) AS maxp, SUM(price) AS total, window_start, window_end
+FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '10' SECOND))
+GROUP BY bidder, window_start, window_end
+"""
+
+[[jobs]]
+name = "hops"
+sql = """
+INSERT INTO hops
+SELECT auction, COUNT(*) AS n, window_end
+FROM TABLE(HOP(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+GROUP BY auction, window_start, window_end
+"""
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    write_file(&path, text.as_bytes());
+    path
+}
+
+#[test]
+fn killed_30_times_a_nexmark_job_writes_exactly_what_an_uninterrupted_run_writes() {
+    let _serial = serial();
+    let dir = TempDir::new("crash-nexmark");
+    let reference = nexmark_config(&dir, "reference", 2, false, 0);
+    shardflow_run(&reference).assert_code(0, &dir);
+    let crashed = nexmark_config(&dir, "crashed", 2, true, 100_000);
+    let restores = run_with_kills(&crashed, CRASH_KILLS, &dir);
+    assert!(restores > 0, "no run restored a checkpoint");
+    for sink in ["counts", "hops"] {
+        assert_same_output(sink, &dir.join(format!("crashed/{sink}")), &dir.join(format!("reference/{sink}")), &dir);
+    }
+}
+
+/// Three files of events with bounded disorder, so that an uninterrupted run has no late events.
+fn write_event_files(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = Rng(7);
+    for f in 0..3 {
+        let mut text = String::new();
+        for i in 0..60_000i64 {
+            let ts = 1_767_225_600_000 + i * 7 + rng.between(0, 3_000) as i64;
+            text.push_str(&format!(
+                "{{\"k\":\"k{}\",\"v\":{},\"ts\":{ts}}}\n",
+                rng.between(0, 300),
+                rng.between(1, 100)
+            ));
+            if i % 9_999 == 0 {
+                text.push_str("{not json\n");
+            }
+        }
+        write_file(&dir.join(format!("events-{f}.jsonl")), text.as_bytes());
+    }
+}
+
+fn file_config(dir: &TempDir, name: &str, cores: usize, checkpoints: bool) -> PathBuf {
+    let checkpoint = if checkpoints { "[checkpoint]\ninterval = \"20ms\"\n" } else { "" };
+    let text = format!(
+        r#"[runtime]
+cores = {cores}
+state_dir = "state-{name}"
+
+{checkpoint}
+[sources.ev]
+connector = "file"
+path = "input"
+format = "json"
+schema = "{EVENT_SCHEMA}"
+watermark = "{EVENT_WATERMARK}"
+dead_letter = "bad"
+
+[sinks.out]
+connector = "file"
+path = "{name}/out"
+
+[sinks.bad]
+connector = "file"
+path = "{name}/bad"
+
+[[jobs]]
+name = "sessions"
+sql = """
+INSERT INTO out
+SELECT k, SESSION_START(ts, INTERVAL '2' SECOND) AS s, SESSION_END(ts, INTERVAL '2' SECOND) AS e,
+       COUNT(*) AS n, SUM(v) AS total, AVG(v) AS mean, COUNT(DISTINCT v) AS distinct_v
+FROM ev GROUP BY k, SESSION(ts, INTERVAL '2' SECOND)
+"""
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    write_file(&path, text.as_bytes());
+    path
+}
+
+#[test]
+fn killed_during_a_file_job_sessions_and_dead_letters_are_exactly_once() {
+    let _serial = serial();
+    let dir = TempDir::new("crash-file");
+    write_event_files(&dir.join("input"));
+    let reference = file_config(&dir, "reference", 2, false);
+    shardflow_run(&reference).assert_code(0, &dir);
+    let crashed = file_config(&dir, "crashed", 2, true);
+    run_with_kills(&crashed, 8, &dir);
+    for sink in ["out", "bad"] {
+        assert_same_output(sink, &dir.join(format!("crashed/{sink}")), &dir.join(format!("reference/{sink}")), &dir);
+    }
+}
+
+#[test]
+fn sigterm_stops_with_a_final_checkpoint_and_the_next_run_resumes() {
+    let _serial = serial();
+    let dir = TempDir::new("sigterm");
+    let reference = nexmark_config(&dir, "reference", 2, false, 0);
+    shardflow_run(&reference).assert_code(0, &dir);
+    let cfg = nexmark_config(&dir, "stopped", 2, true, 200_000);
+    let log = dir.join("runs.log");
+    let mut child = spawn(&cfg, &log);
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(wait_for(&mut child, Duration::from_secs(30), &log, &dir), 0, "SIGTERM must stop cleanly");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("(final: stopped)"), "no final checkpoint:\n{text}");
+    let partial = rows(&dir.join("stopped/counts")).len();
+    assert!(partial < rows(&dir.join("reference/counts")).len(), "the job was not stopped before its end");
+    assert_eq!(hidden_output_files(&dir.join("stopped/counts")), Vec::<String>::new());
+    let mut child = spawn(&cfg, &log);
+    assert_eq!(wait_for(&mut child, FINISH_TIMEOUT, &log, &dir), 0);
+    for sink in ["counts", "hops"] {
+        assert_same_output(sink, &dir.join(format!("stopped/{sink}")), &dir.join(format!("reference/{sink}")), &dir);
+    }
+    // A finished job's state says so: running it again does nothing.
+    let again = shardflow_run(&cfg);
+    again.assert_code(0, &dir);
+    assert!(again.stderr.contains("already ran to completion"), "{}", again.describe());
+    assert_same_output("counts", &dir.join("stopped/counts"), &dir.join("reference/counts"), &dir);
+}
+
+/// A bounded job with checkpoints, stopped by SIGTERM at once, leaves a checkpoint to restore.
+fn stopped_run(dir: &TempDir) -> PathBuf {
+    let cfg = nexmark_config(dir, "job", 2, true, 100_000);
+    let log = dir.join("runs.log");
+    let mut child = spawn(&cfg, &log);
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(wait_for(&mut child, Duration::from_secs(30), &log, dir), 0);
+    cfg
+}
+
+#[test]
+fn a_checkpoint_of_another_config_is_refused_naming_what_changed() {
+    let _serial = serial();
+    let dir = TempDir::new("binding");
+    let cfg = stopped_run(&dir);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("key_groups = 64", "key_groups = 32");
+    write_file(&cfg, text.as_bytes());
+    let out = shardflow_run(&cfg);
+    out.assert_code(2, &dir);
+    assert!(out.stderr.contains("runtime.key_groups was 64 and is now 32"), "{}", out.describe());
+}
+
+#[test]
+fn a_damaged_checkpoint_is_a_fatal_error_naming_file_and_offset() {
+    let _serial = serial();
+    let dir = TempDir::new("damaged");
+    let cfg = stopped_run(&dir);
+    let manifests = dir.join("state/checkpoints");
+    let newest = std::fs::read_dir(&manifests).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&newest).unwrap()).unwrap();
+    let range = &manifest["shards"][0]["log"][0];
+    let file = dir.join("state/log").join(range["file"].as_str().unwrap());
+    let at = (range["from"].as_u64().unwrap() + 20) as usize;
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[at] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = shardflow_run(&cfg);
+    out.assert_code(1, &dir);
+    let name = range["file"].as_str().unwrap();
+    assert!(out.stderr.contains(name) && out.stderr.contains("at byte"), "{}", out.describe());
+    assert!(out.stderr.contains("is damaged"), "{}", out.describe());
+}
