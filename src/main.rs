@@ -23,6 +23,18 @@ enum Command {
         /// The config file (TOML).
         #[arg(short, long)]
         config: PathBuf,
+        /// Start from this savepoint (written by `shardflow savepoint`); runtime.state_dir must be empty.
+        #[arg(long, value_name = "DIR")]
+        from_savepoint: Option<PathBuf>,
+    },
+    /// Write a self-contained savepoint of the newest complete checkpoint of a config's state_dir (works on a
+    /// running job and on a stopped one).
+    Savepoint {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// A new (or empty) directory.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
     },
     /// Validate a config file and its SQL, and print the physical plan. Changes nothing.
     Check {
@@ -51,7 +63,8 @@ fn main() -> ExitCode {
         Command::Check { config } => {
             shardflow::daemon::prepare(config).map(|p| print!("{}", shardflow::daemon::describe(&p)))
         }
-        Command::Run { config } => shardflow::daemon::run(config),
+        Command::Run { config, from_savepoint } => shardflow::daemon::run(config, from_savepoint.as_deref()),
+        Command::Savepoint { config, to } => shardflow::daemon::savepoint(config, to),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

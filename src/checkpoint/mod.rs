@@ -15,6 +15,7 @@
 
 pub mod manifest;
 pub mod recovery;
+pub mod savepoint;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};

@@ -37,7 +37,7 @@ pub struct Recovered {
 }
 
 /// Reads a range of a segment file.
-fn read_range(dir: &Path, r: &SegmentRange) -> Result<Vec<u8>, String> {
+pub(super) fn read_range(dir: &Path, r: &SegmentRange) -> Result<Vec<u8>, String> {
     let path = dir.join(&r.file);
     let file = std::fs::File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let len = file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
@@ -117,6 +117,35 @@ pub fn recover(
         )));
     }
     restore_manifest(state_dir, manifest, routing, n_shards, started, true).map(Some)
+}
+
+/// The checkpoint of the savepoint in `dir` (see `savepoint.rs`), restored for `n_shards` shards.
+pub fn recover_savepoint(
+    dir: &Path,
+    binding: &Binding,
+    routing: &RoutingTable,
+    n_shards: usize,
+) -> Result<Recovered, RecoveryError> {
+    let started = Instant::now();
+    let manifests = dir.join(MANIFEST_DIR);
+    let epochs = list_manifests(&manifests).map_err(RecoveryError::Fatal)?;
+    let [epoch] = epochs[..] else {
+        return Err(RecoveryError::Fatal(format!(
+            "{} is not a savepoint: it must hold exactly one manifest in {MANIFEST_DIR}/, it holds {}",
+            dir.display(),
+            epochs.len()
+        )));
+    };
+    let manifest = read_manifest(&manifests, epoch).map_err(RecoveryError::Fatal)?;
+    let diffs = manifest.binding.differences(binding);
+    if !diffs.is_empty() {
+        return Err(RecoveryError::Binding(format!(
+            "savepoint {} was taken from a job whose config differs: {}",
+            dir.display(),
+            diffs.join("; ")
+        )));
+    }
+    restore_manifest(dir, manifest, routing, n_shards, started, false)
 }
 
 /// Restores from a manifest whose log lives under `state_dir` (a state directory or a savepoint);

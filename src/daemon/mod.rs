@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::manifest::{Binding, JobBinding, RunState, FORMAT_VERSION};
-use crate::checkpoint::recovery::{recover, RecoveryError};
+use crate::checkpoint::recovery::{recover, recover_savepoint, RecoveryError};
 use crate::checkpoint::{CheckpointControl, Coordinator, ShardAck, ShardRestore};
 use crate::config::{Config, SinkConnector, SourceConnector};
 use crate::constants::METRICS_REPORT_INTERVAL_MS;
@@ -324,13 +324,31 @@ fn prepare_checkpoints(
     p: &Prepared,
     graph: &JobGraph,
     cfg: &crate::config::CheckpointConfig,
+    from_savepoint: Option<&Path>,
 ) -> Result<Option<(Arc<CheckpointControl>, crossbeam_channel::Receiver<ShardAck>, u64)>, DaemonError> {
     let n = graph.n_shards();
     let b = binding(p);
-    let recovered = recover(&cfg.state_dir, &b, &graph.routing, n).map_err(|e| match e {
+    let as_daemon_error = |e| match e {
         RecoveryError::Binding(m) => DaemonError::Config(m),
         RecoveryError::Fatal(m) => DaemonError::Runtime(m),
-    })?;
+    };
+    let recovered = match from_savepoint {
+        None => recover(&cfg.state_dir, &b, &graph.routing, n).map_err(as_daemon_error)?,
+        Some(dir) => {
+            let existing = crate::checkpoint::manifest::list_manifests(
+                &cfg.state_dir.join(crate::checkpoint::manifest::MANIFEST_DIR),
+            )
+            .map_err(DaemonError::Runtime)?;
+            if !existing.is_empty() {
+                return Err(DaemonError::Config(format!(
+                    "runtime.state_dir {} already holds checkpoints of a run; to start from savepoint {}, point runtime.state_dir at an empty directory (or drop --from-savepoint to resume that run)",
+                    cfg.state_dir.display(),
+                    dir.display()
+                )));
+            }
+            Some(recover_savepoint(dir, &b, &graph.routing, n).map_err(as_daemon_error)?)
+        }
+    };
     let epoch = recovered.as_ref().map_or(0, |r| r.manifest.epoch);
     for (dir, writers) in file_sink_writers(graph) {
         let (committed, deleted) = settle_parts(&dir, &writers, epoch).map_err(DaemonError::Runtime)?;
@@ -372,13 +390,40 @@ fn prepare_checkpoints(
     Ok(Some((ctl, acks_rx, epoch)))
 }
 
-/// Runs every job to completion (bounded sources) or until SIGINT/SIGTERM.
-pub fn run(file: &Path) -> Result<(), DaemonError> {
+/// Writes a savepoint of the config's newest complete checkpoint into `to`.
+pub fn savepoint(file: &Path, to: &Path) -> Result<(), DaemonError> {
+    let prepared = prepare(file)?;
+    let cfg = prepared.config.checkpoint.as_ref().ok_or_else(|| {
+        DaemonError::Config(format!(
+            "{}: savepoints need [checkpoint] (and runtime.state_dir) in the config",
+            file.display()
+        ))
+    })?;
+    let info = crate::checkpoint::savepoint::take(&cfg.state_dir, to).map_err(DaemonError::Runtime)?;
+    eprintln!(
+        "savepoint of checkpoint {} written to {}: {} state entries, {} bytes",
+        info.epoch,
+        to.display(),
+        info.entries,
+        info.bytes
+    );
+    Ok(())
+}
+
+/// Runs every job to completion (bounded sources) or until SIGINT/SIGTERM; with `from_savepoint`, starting
+/// from that savepoint.
+pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError> {
     let prepared = prepare(file)?;
     let mut graph = build_graph(&prepared)?;
     let mut coordinator = None;
+    if from_savepoint.is_some() && prepared.config.checkpoint.is_none() {
+        return Err(DaemonError::Config(format!(
+            "{}: --from-savepoint needs [checkpoint] in the config (the restored state is checkpointed from there on)",
+            file.display()
+        )));
+    }
     if let Some(cfg) = &prepared.config.checkpoint {
-        match prepare_checkpoints(&prepared, &graph, cfg)? {
+        match prepare_checkpoints(&prepared, &graph, cfg, from_savepoint)? {
             None => {
                 eprintln!(
                     "the newest checkpoint in {} marks the end of the input: every job already ran to completion. Empty runtime.state_dir to run them again.",

@@ -10,19 +10,41 @@
 
 use std::path::{Path, PathBuf};
 
-use futures_lite::AsyncWriteExt;
-use glommio::io::{BufferedFile, StreamWriter, StreamWriterBuilder};
+use glommio::io::BufferedFile;
 
 use super::SinkError;
 use crate::constants::{FILE_SINK_BUFFER_BYTES, FILE_SINK_PART_BYTES_MAX};
 use crate::record::json::JsonEncoder;
 use crate::record::{BatchView, Schema};
 
+/// An open part file. Written with positioned writes (`write_at`), not glommio's stream writer: that one
+/// panics when its task is polled before its write completes, and a shard's task can be woken early by a
+/// doorbell ring that raced with its parking.
 struct OpenPart {
-    writer: StreamWriter,
+    file: BufferedFile,
     hidden: PathBuf,
     visible: PathBuf,
     bytes: u64,
+}
+
+impl OpenPart {
+    async fn create(hidden: PathBuf, visible: PathBuf) -> Result<OpenPart, SinkError> {
+        let file = BufferedFile::create(&hidden).await.map_err(|e| error("create", &hidden, e))?;
+        Ok(OpenPart { file, hidden, visible, bytes: 0 })
+    }
+
+    /// Appends all of `buf`.
+    async fn append(&mut self, mut buf: Vec<u8>) -> Result<(), SinkError> {
+        while !buf.is_empty() {
+            let n = self.file.write_at(buf.clone(), self.bytes).await.map_err(|e| error("write", &self.hidden, e))?;
+            if n == 0 {
+                return Err(error("write", &self.hidden, "the write made no progress"));
+            }
+            self.bytes += n as u64;
+            buf.drain(..n);
+        }
+        Ok(())
+    }
 }
 
 /// A closed part waiting for its epoch's checkpoint.
@@ -52,11 +74,9 @@ fn error(what: &str, path: &Path, e: impl std::fmt::Display) -> SinkError {
 /// Closes a part: writes what is buffered for it, syncs it, and renames it into view unless `publish` is
 /// false (checkpointed parts wait for their epoch).
 async fn close_part(mut part: OpenPart, tail: Vec<u8>, publish: bool) -> Result<(), SinkError> {
-    if !tail.is_empty() {
-        part.writer.write_all(&tail).await.map_err(|e| error("write", &part.hidden, e))?;
-    }
-    // Closing a glommio stream writer syncs the file.
-    part.writer.close().await.map_err(|e| error("close", &part.hidden, e))?;
+    part.append(tail).await?;
+    part.file.fdatasync().await.map_err(|e| error("sync", &part.hidden, e))?;
+    part.file.close().await.map_err(|e| error("close", &part.hidden, e))?;
     if publish {
         glommio::io::rename(&part.hidden, &part.visible).await.map_err(|e| error("publish", &part.visible, e))?;
     }
@@ -100,14 +120,11 @@ impl FileSinkWriter {
             self.next_seq += 1;
             let visible = self.dir.join(&name);
             let hidden = self.dir.join(format!(".{name}.inprogress"));
-            let file = BufferedFile::create(&hidden).await.map_err(|e| error("create", &hidden, e))?;
-            let writer = StreamWriterBuilder::new(file).with_buffer_size(FILE_SINK_BUFFER_BYTES).build();
-            self.part = Some(OpenPart { writer, hidden, visible, bytes: 0 });
+            self.part = Some(OpenPart::create(hidden, visible).await?);
         }
         let part = self.part.as_mut().expect("opened above");
-        part.writer.write_all(&self.buf).await.map_err(|e| error("write", &part.hidden, e))?;
-        part.bytes += self.buf.len() as u64;
-        self.buf.clear();
+        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(FILE_SINK_BUFFER_BYTES));
+        part.append(buf).await?;
         if part.bytes >= FILE_SINK_PART_BYTES_MAX {
             let part = self.part.take().expect("checked above");
             self.finish_part(part, Vec::new()).await?;
@@ -142,12 +159,10 @@ impl FileSinkWriter {
                 self.next_seq += 1;
                 let visible = self.dir.join(&name);
                 let hidden = self.dir.join(format!(".{name}.inprogress"));
-                self.pending.push(PendingPart { epoch, hidden: hidden.clone(), visible });
+                self.pending.push(PendingPart { epoch, hidden: hidden.clone(), visible: visible.clone() });
                 return Some(futures_lite::future::FutureExt::boxed_local(async move {
-                    let file = BufferedFile::create(&hidden).await.map_err(|e| error("create", &hidden, e))?;
-                    let mut w = StreamWriterBuilder::new(file).with_buffer_size(FILE_SINK_BUFFER_BYTES).build();
-                    w.write_all(&tail).await.map_err(|e| error("write", &hidden, e))?;
-                    w.close().await.map_err(|e| error("close", &hidden, e))
+                    let part = OpenPart::create(hidden, visible).await?;
+                    close_part(part, tail, false).await
                 }));
             }
         };

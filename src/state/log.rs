@@ -650,8 +650,8 @@ mod tests {
             let mut next = BlobEncoder::new(2, 0, CheckpointKind::Delta);
             next.put(0, 0, 5, b"j", |b| b.push(1));
             file.extend_from_slice(&next.finish(2));
-            let image = replay(&range(&file, file.len() as u64), 2)
-                .unwrap_or_else(|e| panic!("value of {value_len}: {e}"));
+            let image =
+                replay(&range(&file, file.len() as u64), 2).unwrap_or_else(|e| panic!("value of {value_len}: {e}"));
             assert_eq!(image.jobs[&0][&5][b"k".as_slice()].1.len(), value_len);
             assert_eq!(image.jobs[&0][&5].len(), 2);
         }
