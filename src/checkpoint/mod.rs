@@ -158,6 +158,33 @@ impl Coordinator {
         })
     }
 
+    /// One line on the checkpoints of this run: count, duration percentiles, alignment, bytes.
+    pub fn summary(&self) -> Option<String> {
+        if self.history.is_empty() {
+            return None;
+        }
+        let mut ms: Vec<f64> = self.history.iter().map(|s| s.duration.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        let pct = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+        let n = self.history.len() as f64;
+        let align = self.history.iter().map(|s| s.align_max.as_secs_f64() * 1e3).fold(0.0, f64::max);
+        let encode = self.history.iter().map(|s| s.encode_max.as_secs_f64() * 1e3).fold(0.0, f64::max);
+        let bytes = self.history.iter().map(|s| s.bytes as f64).sum::<f64>() / n;
+        let entries = self.history.iter().map(|s| s.entries as f64).sum::<f64>() / n;
+        Some(format!(
+            "checkpoints: {} completed, last epoch {}; duration p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; alignment max {:.1} ms; state encoding max {:.1} ms; mean {:.0} entries, {:.0} bytes per checkpoint",
+            self.history.len(),
+            self.history.last().map_or(0, |s| s.epoch),
+            pct(0.5),
+            pct(0.99),
+            ms[ms.len() - 1],
+            align,
+            encode,
+            entries,
+            bytes
+        ))
+    }
+
     pub fn acks(&self) -> &Receiver<ShardAck> {
         &self.acks
     }

@@ -501,6 +501,9 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
     };
     let _ = runner.join();
     let elapsed = started.elapsed();
+    if let Some(line) = coordinator.as_ref().and_then(|c| c.summary()) {
+        eprintln!("{line}");
+    }
     for job in &graph.jobs {
         let snap = job.metrics.snapshot();
         tracing::info!("{}", report_line(&job.metrics, snap, JobSnapshot::default(), elapsed));
