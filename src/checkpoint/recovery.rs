@@ -202,27 +202,17 @@ pub fn restore_manifest(
             ))
         })?;
         bytes += image.bytes;
-        for (job, namespaces) in image.jobs {
+        for (job, kg, ns, key, value) in image.into_entries() {
             let job = job as usize;
-            if job >= n_jobs {
+            if job >= n_jobs || kg as usize >= key_groups {
                 return Err(RecoveryError::Fatal(format!(
-                    "checkpoint {}: the log of shard {} holds state of job {job}, the manifest has {n_jobs} jobs",
+                    "checkpoint {}: the log of shard {} holds state of job {job}, key group {kg}; the manifest has {n_jobs} jobs and {key_groups} key groups",
                     manifest.epoch, shard.shard
                 )));
             }
-            for (ns, keys) in namespaces {
-                for (key, (kg, value)) in keys {
-                    if kg as usize >= key_groups {
-                        return Err(RecoveryError::Fatal(format!(
-                            "checkpoint {}: the log of shard {} holds key group {kg} of {key_groups}",
-                            manifest.epoch, shard.shard
-                        )));
-                    }
-                    let owner = routing.owner(KeyGroup(kg as u16)).idx();
-                    shards[owner].jobs[job].entries.push((ns, key, value));
-                    entries += 1;
-                }
-            }
+            let owner = routing.owner(KeyGroup(kg as u16)).idx();
+            shards[owner].jobs[job].entries.push((ns, key, value));
+            entries += 1;
         }
     }
     Ok(Recovered { manifest, shards, entries, bytes, took: started.elapsed() })

@@ -48,17 +48,10 @@ pub fn take(state_dir: &Path, to: &Path) -> Result<SavepointInfo, String> {
         }
         let image = replay(&ranges, epoch).map_err(|e| format!("checkpoint {epoch} is damaged: {e}"))?;
         let mut enc = BlobEncoder::new(epoch, shard.shard, CheckpointKind::Base);
-        let mut jobs: Vec<_> = image.jobs.iter().collect();
-        jobs.sort_unstable_by_key(|(job, _)| **job);
-        for (&job, namespaces) in jobs {
-            let mut all: Vec<(u32, i64, &[u8], &[u8])> = namespaces
-                .iter()
-                .flat_map(|(ns, keys)| keys.iter().map(move |(k, (kg, v))| (*kg, *ns, &k[..], &v[..])))
-                .collect();
-            all.sort_unstable();
-            for (kg, ns, key, value) in all {
-                enc.put(job, kg, ns, key, |b| b.extend_from_slice(value));
-            }
+        let mut all = image.into_entries();
+        all.sort_unstable_by(|a, b| (a.0, a.1, a.2, &a.3).cmp(&(b.0, b.1, b.2, &b.3)));
+        for (job, kg, ns, key, value) in &all {
+            enc.put(*job, *kg, *ns, key, |b| b.extend_from_slice(value));
         }
         entries += enc.entries();
         let blob = enc.finish(epoch);

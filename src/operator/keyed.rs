@@ -21,6 +21,9 @@ pub struct KeyedAccs {
     table: HashTable<Slot>,
     keys: Vec<u8>,
     accs: Vec<Acc>,
+    /// Where each row's key ends in `keys` (rows' keys are stored in row order), so rows can be walked in
+    /// memory order.
+    key_ends: Vec<u32>,
     n_aggs: usize,
     /// One bit per row, set when the row changes; `None` when changes are not tracked.
     changed: Option<Vec<u64>>,
@@ -28,7 +31,14 @@ pub struct KeyedAccs {
 
 impl KeyedAccs {
     pub fn new(n_aggs: usize) -> KeyedAccs {
-        KeyedAccs { table: HashTable::new(), keys: Vec::new(), accs: Vec::new(), n_aggs, changed: None }
+        KeyedAccs {
+            table: HashTable::new(),
+            keys: Vec::new(),
+            accs: Vec::new(),
+            key_ends: Vec::new(),
+            n_aggs,
+            changed: None,
+        }
     }
 
     /// From now on, remember which keys change (for incremental checkpoints).
@@ -45,6 +55,7 @@ impl KeyedAccs {
             table: HashTable::with_capacity(n_keys),
             keys: Vec::with_capacity(n_keys * key_bytes),
             accs: Vec::with_capacity(n_keys * n_aggs),
+            key_ends: Vec::with_capacity(n_keys),
             n_aggs,
             changed: None,
         }
@@ -85,6 +96,7 @@ impl KeyedAccs {
                 let row = self.table.len() as u32;
                 let slot = Slot { hash, key_start: self.keys.len() as u32, key_len: key.len() as u32, row };
                 self.keys.extend_from_slice(key);
+                self.key_ends.push(self.keys.len() as u32);
                 self.accs.extend(new());
                 self.table.insert_unique(hash, slot, |s| s.hash);
                 row
@@ -109,18 +121,16 @@ impl KeyedAccs {
         self.changed = tracking;
     }
 
-    /// The keys that changed since [`Self::clear_changed`] (every key when changes are not tracked).
-    pub fn iter_changed(&self) -> impl Iterator<Item = (u64, &[u8], &[Acc])> {
+    /// Every row (or only those changed, when changes are tracked), in memory order — a sequential walk,
+    /// for checkpoints: each row's key and accumulators.
+    pub fn rows(&self, only_changed: bool) -> impl Iterator<Item = (&[u8], &[Acc])> {
         let n = self.n_aggs;
-        let changed = self.changed.as_deref();
-        self.table
-            .iter()
-            .filter(move |s| {
-                changed.is_none_or(|b| b.get(s.row as usize / 64).is_some_and(|w| w >> (s.row % 64) & 1 == 1))
-            })
-            .map(move |s| {
-                let key = &self.keys[s.key_start as usize..(s.key_start + s.key_len) as usize];
-                (s.hash, key, &self.accs[s.row as usize * n..(s.row as usize + 1) * n])
+        let changed = if only_changed { self.changed.as_deref() } else { None };
+        (0..self.key_ends.len())
+            .filter(move |&r| changed.is_none_or(|b| b.get(r / 64).is_some_and(|w| w >> (r % 64) & 1 == 1)))
+            .map(move |r| {
+                let start = if r == 0 { 0 } else { self.key_ends[r - 1] as usize };
+                (&self.keys[start..self.key_ends[r] as usize], &self.accs[r * n..(r + 1) * n])
             })
     }
 

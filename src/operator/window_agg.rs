@@ -24,7 +24,7 @@ use crate::record::types::{DataType, Datum};
 use crate::record::{BatchBuf, BatchBuilder, BatchView};
 use crate::shard::routing::key_group_of;
 use crate::sql::WindowAggPlan;
-use crate::state::log::BlobEncoder;
+use crate::state::log::{encode_put, BlobEncoder, ENTRIES_BATCH_BYTES};
 use crate::window::{Window, WindowSpec};
 
 /// The log namespace of session state (slice namespaces are slice ends, never this small).
@@ -141,13 +141,24 @@ impl WindowAggregator {
             }
         }
         changes.dropped.clear();
-        let n_groups = self.key_groups as usize;
-        let mut by_group: Vec<Vec<(i64, &[u8], &[Acc])>> = vec![Vec::new(); n_groups];
+        // Slice rows, walked in memory order and encoded into one buffer per key group.
+        let mut groups: Vec<(u32, Vec<u8>)> = vec![(0, Vec::new()); self.key_groups as usize];
         for (&ns, slice) in &self.slices {
-            let rows: Box<dyn Iterator<Item = (u64, &[u8], &[Acc])>> =
-                if full { Box::new(slice.iter()) } else { Box::new(slice.iter_changed()) };
-            for (hash, key, accs) in rows {
-                by_group[key_group_of(hash, self.key_groups).0 as usize].push((ns, key, accs));
+            for (key, accs) in slice.rows(!full) {
+                let kg = key_group_of(key_hash(key), self.key_groups).0 as usize;
+                let (count, buf) = &mut groups[kg];
+                encode_put(buf, ns, key, |b| encode_accs(accs, b));
+                *count += 1;
+                if buf.len() >= ENTRIES_BATCH_BYTES {
+                    enc.put_encoded(job, kg as u32, *count, buf);
+                    buf.clear();
+                    *count = 0;
+                }
+            }
+        }
+        for (kg, (count, buf)) in groups.iter().enumerate() {
+            if *count > 0 {
+                enc.put_encoded(job, kg as u32, *count, buf);
             }
         }
         let session_keys: Vec<&Key> =
@@ -156,12 +167,6 @@ impl WindowAggregator {
         for key in session_keys {
             let kg = key_group_of(key_hash(key), self.key_groups).0 as usize;
             session_values.push((kg, key, self.sessions.get(key)));
-        }
-        for (kg, entries) in by_group.iter().enumerate() {
-            // Slice rows are never deleted one by one: a slice goes as a whole (a dropped namespace).
-            for (ns, key, accs) in entries {
-                enc.put(job, kg as u32, *ns, key, |b| encode_accs(accs, b));
-            }
         }
         session_values.sort_unstable_by_key(|(kg, _, _)| *kg);
         for (kg, key, sessions) in session_values {
