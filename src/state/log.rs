@@ -379,8 +379,11 @@ pub struct SegmentRange {
     pub to: u64,
 }
 
+/// Hash maps of replay, with the fast hash the engine uses for keys (a replay inserts every entry).
+type Map<K, V> = HashMap<K, V, xxhash_rust::xxh3::Xxh3Builder>;
+
 /// The state of one job's operator in one shard's log, after replay: namespace → key → (key group, value).
-pub type Namespaces = HashMap<i64, HashMap<Box<[u8]>, (u32, Box<[u8]>)>>;
+pub type Namespaces = Map<i64, Map<Box<[u8]>, (u32, Box<[u8]>)>>;
 
 /// One entry of a replayed state: job, key group, namespace, key, value.
 pub type FlatEntry = (u16, u32, i64, Box<[u8]>, Box<[u8]>);
@@ -389,7 +392,7 @@ pub type FlatEntry = (u16, u32, i64, Box<[u8]>, Box<[u8]>);
 /// a compaction or a savepoint), its entries are kept as a plain list; the first delta turns them into maps.
 #[derive(Debug, Default)]
 pub struct ShardImage {
-    jobs: HashMap<u16, Namespaces>,
+    jobs: Map<u16, Namespaces>,
     /// The base's entries, while no delta has followed it.
     flat: Option<Vec<FlatEntry>>,
     /// Checkpoints replayed and bytes read.
@@ -405,7 +408,11 @@ impl ShardImage {
                 self.flat = Some(Vec::new());
             }
             CheckpointKind::Delta => {
-                for (job, kg, ns, key, value) in self.flat.take().unwrap_or_default() {
+                let flat = self.flat.take().unwrap_or_default();
+                if !flat.is_empty() {
+                    tracing::debug!("replaying deltas over a base of {} entries", flat.len());
+                }
+                for (job, kg, ns, key, value) in flat {
                     self.jobs.entry(job).or_default().entry(ns).or_default().insert(key, (kg, value));
                 }
             }
