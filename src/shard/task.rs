@@ -463,8 +463,10 @@ impl ShardTask {
         tracing::debug!(shard = self.id.0, epoch, "barriers aligned");
         let align = c.injected_at.elapsed();
         let encoding = Instant::now();
+        // The run's final checkpoint is always a base: the next run then restores one base, the fast path.
+        let last = c.ctl.final_epoch.load(Ordering::SeqCst) == epoch;
         let full = match c.writer.borrow().as_ref() {
-            Some(w) => w.wants_base(),
+            Some(w) => last || w.wants_base(),
             None => return Err(format!("checkpoint {epoch}: the previous checkpoint's write has not finished")),
         };
         let kind = if full { CheckpointKind::Base } else { CheckpointKind::Delta };
