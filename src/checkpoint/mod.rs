@@ -158,6 +158,19 @@ impl Coordinator {
         })
     }
 
+    /// The periodic report's line: the newest completed checkpoint.
+    pub fn report_line(&self) -> Option<String> {
+        let last = self.history.last()?;
+        Some(format!(
+            "checkpoints: last completed epoch {} ({:.1} ms, alignment {:.1} ms, {} bytes), {} completed this run",
+            last.epoch,
+            last.duration.as_secs_f64() * 1e3,
+            last.align_max.as_secs_f64() * 1e3,
+            last.bytes,
+            self.history.len()
+        ))
+    }
+
     /// One line on the checkpoints of this run: count, duration percentiles, alignment, bytes.
     pub fn summary(&self) -> Option<String> {
         if self.history.is_empty() {

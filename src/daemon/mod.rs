@@ -492,6 +492,9 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
                 tracing::info!("{}", report_line(&job.metrics, snap, *p, now - last));
                 *p = snap;
             }
+            if let Some(line) = coordinator.as_ref().and_then(Coordinator::report_line) {
+                tracing::info!("{line}");
+            }
             last = now;
         }
     };
