@@ -189,12 +189,27 @@ GROUP BY auction, window_start, window_end
     path
 }
 
+/// The uninterrupted, checkpoint-free run of the nexmark jobs, into `reference/`.
+fn nexmark_reference(dir: &TempDir) {
+    let reference = nexmark_config(dir, "reference", 2, false, 0);
+    shardflow_run(&reference).assert_code(0, dir);
+}
+
+/// Starts a run of `cfg`, sends it SIGTERM after `after`, and checks that it stops cleanly.
+fn run_then_sigterm(cfg: &Path, after: Duration, dir: &TempDir) {
+    let log = dir.join("runs.log");
+    let mut child = spawn(cfg, &log);
+    std::thread::sleep(after);
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(wait_for(&mut child, Duration::from_secs(30), &log, dir), 0, "SIGTERM must stop cleanly");
+}
+
 #[test]
 fn killed_30_times_a_nexmark_job_writes_exactly_what_an_uninterrupted_run_writes() {
     let _serial = serial();
     let dir = TempDir::new("crash-nexmark");
-    let reference = nexmark_config(&dir, "reference", 2, false, 0);
-    shardflow_run(&reference).assert_code(0, &dir);
+    nexmark_reference(&dir);
     let crashed = nexmark_config(&dir, "crashed", 2, true, env_or("SHARDFLOW_CRASH_RATE", CRASH_RATE));
     let restores = run_with_kills(&crashed, env_or("SHARDFLOW_CRASH_KILLS", CRASH_KILLS), &dir);
     assert!(restores > 0, "no run restored a checkpoint");
@@ -281,15 +296,10 @@ fn killed_during_a_file_job_sessions_and_dead_letters_are_exactly_once() {
 fn sigterm_stops_with_a_final_checkpoint_and_the_next_run_resumes() {
     let _serial = serial();
     let dir = TempDir::new("sigterm");
-    let reference = nexmark_config(&dir, "reference", 2, false, 0);
-    shardflow_run(&reference).assert_code(0, &dir);
+    nexmark_reference(&dir);
     let cfg = nexmark_config(&dir, "stopped", 2, true, 200_000);
     let log = dir.join("runs.log");
-    let mut child = spawn(&cfg, &log);
-    std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    assert_eq!(wait_for(&mut child, Duration::from_secs(30), &log, &dir), 0, "SIGTERM must stop cleanly");
+    run_then_sigterm(&cfg, Duration::from_millis(1500), &dir);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("(final: stopped)"), "no final checkpoint:\n{text}");
     let partial = rows(&dir.join("stopped/counts")).len();
@@ -310,12 +320,7 @@ fn sigterm_stops_with_a_final_checkpoint_and_the_next_run_resumes() {
 /// A bounded job with checkpoints, stopped by SIGTERM at once, leaves a checkpoint to restore.
 fn stopped_run(dir: &TempDir) -> PathBuf {
     let cfg = nexmark_config(dir, "job", 2, true, 100_000);
-    let log = dir.join("runs.log");
-    let mut child = spawn(&cfg, &log);
-    std::thread::sleep(Duration::from_millis(700));
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    assert_eq!(wait_for(&mut child, Duration::from_secs(30), &log, dir), 0);
+    run_then_sigterm(&cfg, Duration::from_millis(700), dir);
     cfg
 }
 
@@ -357,15 +362,9 @@ fn a_damaged_checkpoint_is_a_fatal_error_naming_file_and_offset() {
 fn savepoint_rescale(from_cores: usize, to_cores: usize) {
     let _serial = serial();
     let dir = TempDir::new(&format!("savepoint-{from_cores}-{to_cores}"));
-    let reference = nexmark_config(&dir, "reference", 2, false, 0);
-    shardflow_run(&reference).assert_code(0, &dir);
+    nexmark_reference(&dir);
     let first = nexmark_config(&dir, "job", from_cores, true, 200_000);
-    let log = dir.join("runs.log");
-    let mut child = spawn(&first, &log);
-    std::thread::sleep(Duration::from_millis(1200));
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    assert_eq!(wait_for(&mut child, Duration::from_secs(30), &log, &dir), 0);
+    run_then_sigterm(&first, Duration::from_millis(1200), &dir);
     let savepoint = dir.join("savepoint");
     let out = run_shardflow(
         dir.path(),
