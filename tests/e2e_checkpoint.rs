@@ -399,3 +399,56 @@ fn a_savepoint_from_2_cores_finishes_on_1_core() {
 fn a_savepoint_from_1_core_finishes_on_2_cores() {
     savepoint_rescale(1, 2);
 }
+
+/// The epoch in a checkpointed part file's name (`part-<job>-<shard>-e<epoch>-<seq>.json`).
+fn part_epoch(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let at = name.rfind("-e")?;
+    name[at + 2..].split('-').next()?.parse().ok()
+}
+
+#[test]
+fn a_savepoint_taken_while_the_job_runs_restores_exactly_its_checkpoint() {
+    let _serial = serial();
+    let dir = TempDir::new("savepoint-running");
+    nexmark_reference(&dir);
+    let first = nexmark_config(&dir, "first", 2, true, 150_000);
+    let log = dir.join("runs.log");
+    let mut child = spawn(&first, &log);
+    std::thread::sleep(Duration::from_millis(1500));
+    let savepoint = dir.join("savepoint");
+    let args = ["savepoint".as_ref(), "-c".as_ref(), first.as_os_str(), "--to".as_ref(), savepoint.as_os_str()];
+    let out = run_shardflow(dir.path(), &args);
+    out.assert_code(0, &dir);
+    assert!(child.try_wait().unwrap().is_none(), "the job must still be running while the savepoint is taken");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let epoch: u64 = out
+        .stderr
+        .split("savepoint of checkpoint ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("no epoch in {}", out.describe()));
+    // A second run from the savepoint, into other sinks; with the first run's output of the epochs up to the
+    // savepoint's, it must make exactly the uninterrupted output.
+    let second = dir.join("second.toml");
+    let text = std::fs::read_to_string(&first)
+        .unwrap()
+        .replace("\"first/", "\"second/")
+        .replace("state_dir = \"state\"", "state_dir = \"state-second\"");
+    write_file(&second, text.as_bytes());
+    let args = ["run".as_ref(), "-c".as_ref(), second.as_os_str(), "--from-savepoint".as_ref(), savepoint.as_os_str()];
+    run_shardflow(dir.path(), &args).assert_code(0, &dir);
+    for sink in ["counts", "hops"] {
+        let mut got = rows(&dir.join(format!("second/{sink}")));
+        for file in visible_output_files(&dir.join(format!("first/{sink}"))) {
+            if part_epoch(&file).is_some_and(|e| e <= epoch) {
+                let text = std::fs::read_to_string(&file).unwrap();
+                got.extend(text.lines().map(|l| canonical_json(&serde_json::from_str(l).unwrap())));
+            }
+        }
+        got.sort();
+        assert_eq!(got, rows(&dir.join(format!("reference/{sink}"))), "{sink}: savepoint {epoch}");
+    }
+}
