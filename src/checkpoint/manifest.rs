@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::source::SplitState;
 use crate::state::log::SegmentRange;
+use crate::state::sync_dir;
 
 /// Version of the manifest and log formats; a different one is refused at recovery.
 pub const FORMAT_VERSION: u32 = 1;
@@ -156,9 +157,4 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<PathBuf, String> {
     std::fs::rename(&tmp, &path).map_err(|e| fail("rename", &path, e))?;
     sync_dir(dir)?;
     Ok(path)
-}
-
-/// Makes a directory's entries (created, renamed or removed files) durable.
-pub fn sync_dir(dir: &Path) -> Result<(), String> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))
 }

@@ -11,11 +11,11 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::manifest::{list_manifests, read_manifest, sync_dir, Binding, Manifest, MANIFEST_DIR};
+use super::manifest::{list_manifests, read_manifest, Binding, Manifest, MANIFEST_DIR};
 use super::{JobRestore, ShardRestore};
 use crate::shard::routing::{KeyGroup, RoutingTable};
 use crate::state::log::{replay, scan_tail, SegmentRange};
-use crate::state::{parse_segment_name, LOG_DIR};
+use crate::state::{parse_segment_name, sync_dir, LOG_DIR};
 
 /// Why a recovery cannot proceed.
 #[derive(Debug)]
@@ -95,6 +95,21 @@ fn truncate_tails(log_dir: &Path, m: &Manifest) -> Result<(), String> {
     sync_dir(log_dir)
 }
 
+/// Refuses a checkpoint whose binding differs from the current config's: `what` introduces the list of
+/// differences, `advice` follows it.
+fn check_binding(
+    m: &Manifest,
+    binding: &Binding,
+    what: impl FnOnce() -> String,
+    advice: &str,
+) -> Result<(), RecoveryError> {
+    let diffs = m.binding.differences(binding);
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(RecoveryError::Binding(format!("{}: {}{advice}", what(), diffs.join("; "))))
+}
+
 /// The newest complete checkpoint of `state_dir`, if any, restored for `n_shards` shards routed by
 /// `routing`; `binding` is the current config's.
 pub fn recover(
@@ -108,14 +123,12 @@ pub fn recover(
     let epochs = list_manifests(&dir).map_err(RecoveryError::Fatal)?;
     let Some(&epoch) = epochs.first() else { return Ok(None) };
     let manifest = read_manifest(&dir, epoch).map_err(RecoveryError::Fatal)?;
-    let diffs = manifest.binding.differences(binding);
-    if !diffs.is_empty() {
-        return Err(RecoveryError::Binding(format!(
-            "{} holds checkpoint {epoch} of a job whose config differs: {}. Restore with the config it was taken with, or start from an empty runtime.state_dir",
-            state_dir.display(),
-            diffs.join("; ")
-        )));
-    }
+    check_binding(
+        &manifest,
+        binding,
+        || format!("{} holds checkpoint {epoch} of a job whose config differs", state_dir.display()),
+        ". Restore with the config it was taken with, or start from an empty runtime.state_dir",
+    )?;
     restore_manifest(state_dir, manifest, routing, n_shards, started, true).map(Some)
 }
 
@@ -137,14 +150,12 @@ pub fn recover_savepoint(
         )));
     };
     let manifest = read_manifest(&manifests, epoch).map_err(RecoveryError::Fatal)?;
-    let diffs = manifest.binding.differences(binding);
-    if !diffs.is_empty() {
-        return Err(RecoveryError::Binding(format!(
-            "savepoint {} was taken from a job whose config differs: {}",
-            dir.display(),
-            diffs.join("; ")
-        )));
-    }
+    check_binding(
+        &manifest,
+        binding,
+        || format!("savepoint {} was taken from a job whose config differs", dir.display()),
+        "",
+    )?;
     restore_manifest(dir, manifest, routing, n_shards, started, false)
 }
 

@@ -9,10 +9,10 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use super::manifest::{list_manifests, manifest_name, read_manifest, sync_dir, write_manifest, MANIFEST_DIR};
+use super::manifest::{list_manifests, manifest_name, read_manifest, write_manifest, MANIFEST_DIR};
 use super::recovery::read_range;
 use crate::state::log::{replay, BlobEncoder, CheckpointKind, SegmentRange};
-use crate::state::{segment_name, LOG_DIR};
+use crate::state::{segment_name, sync_dir, LOG_DIR};
 
 /// What a savepoint holds.
 pub struct SavepointInfo {

@@ -184,10 +184,9 @@ impl FileSinkWriter {
         }
         self.pending = keep;
         if renamed {
-            let dir =
-                glommio::io::Directory::open(absolute(&self.dir)).await.map_err(|e| error("open", &self.dir, e))?;
-            dir.sync().await.map_err(|e| error("sync", &self.dir, e))?;
-            let _ = dir.close().await;
+            crate::state::sync_dir_async(&self.dir)
+                .await
+                .map_err(|message| SinkError { retryable: false, message: format!("file sink: {message}") })?;
         }
         Ok(())
     }
@@ -247,7 +246,7 @@ pub fn settle_parts(dir: &Path, writers: &[String], epoch: u64) -> Result<(usize
         }
     }
     if committed + deleted > 0 {
-        crate::checkpoint::manifest::sync_dir(dir)?;
+        crate::state::sync_dir(dir)?;
     }
     Ok((committed, deleted))
 }
@@ -296,10 +295,4 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-/// `path` made absolute: glommio opens directories relative to no directory at all (`dirfd` -1), so a
-/// relative path fails there.
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

@@ -27,3 +27,19 @@ pub fn parse_segment_name(name: &str) -> Option<(u16, u64)> {
     let (shard, seg) = rest.split_once('-')?;
     Some((shard.parse().ok()?, seg.parse().ok()?))
 }
+
+/// Makes a directory's entries (created, renamed or removed files) durable. Blocking: for the control thread.
+pub fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+}
+
+/// [`sync_dir`] through io_uring, for shards.
+pub async fn sync_dir_async(dir: &std::path::Path) -> Result<(), String> {
+    // glommio opens directories relative to no directory at all (`dirfd` -1): a relative path fails there.
+    let path = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let fail = |e: glommio::GlommioError<()>| format!("cannot sync {}: {e}", dir.display());
+    let d = glommio::io::Directory::open(&path).await.map_err(fail)?;
+    d.sync().await.map_err(fail)?;
+    let _ = d.close().await;
+    Ok(())
+}

@@ -78,11 +78,12 @@ impl LogWriter {
             .await
             .map_err(|e| self.error("create", &name, e))?;
         // The new file's directory entry must be durable before a manifest names it.
-        let dir = glommio::io::Directory::open(absolute(&self.dir)).await.map_err(|e| self.error("open", "", e))?;
-        dir.sync().await.map_err(|e| self.error("sync", "", e))?;
-        let _ = dir.close().await;
+        super::sync_dir_async(&self.dir).await.map_err(|e| format!("state log: {e}"))?;
         if let Some(old) = self.current.take() {
-            let _ = Rc::try_unwrap(old.file).map(|f| f.close());
+            if let Ok(file) = Rc::try_unwrap(old.file) {
+                // Its data is synced; a failed close loses nothing.
+                let _ = file.close().await;
+            }
         }
         self.current = Some(Segment { file: Rc::new(file), name, pos: 0 });
         Ok(())
@@ -138,10 +139,4 @@ impl LogWriter {
         }
         Ok(self.since_base.clone())
     }
-}
-
-/// `path` made absolute: glommio opens directories relative to no directory at all (`dirfd` -1), so a
-/// relative path fails there.
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
