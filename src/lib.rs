@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod constants;
+pub mod cpu;
 pub mod daemon;
 pub mod metrics;
 pub mod operator;

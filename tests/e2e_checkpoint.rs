@@ -92,11 +92,18 @@ fn wait_for(child: &mut Child, timeout: Duration, log: &Path, dir: &TempDir) -> 
 /// Kills runs of `config` with SIGKILL `kills` times at random moments, then lets one run finish. Returns
 /// the number of runs that restored a checkpoint.
 fn run_with_kills(config: &Path, kills: usize, dir: &TempDir) -> usize {
+    run_with_kills_cycling(&[config], kills, dir)
+}
+
+/// As [`run_with_kills`], each run taking the next of `configs` in turn (the same job and state directory on
+/// other core counts).
+fn run_with_kills_cycling(configs: &[&Path], kills: usize, dir: &TempDir) -> usize {
     let log = dir.join("runs.log");
     let mut rng = Rng::from_time();
     let mut killed = 0;
+    let config = |run: usize| configs[run % configs.len()];
     while killed < kills {
-        let mut child = spawn(config, &log);
+        let mut child = spawn(config(killed), &log);
         std::thread::sleep(Duration::from_millis(rng.between(LIFE_MIN_MS, LIFE_MAX_MS)));
         if child.try_wait().expect("poll shardflow").is_some() {
             // It finished before the kill: start over from the checkpoints it left (a finished run).
@@ -106,7 +113,7 @@ fn run_with_kills(config: &Path, kills: usize, dir: &TempDir) -> usize {
         child.wait().expect("reap shardflow");
         killed += 1;
     }
-    let mut child = spawn(config, &log);
+    let mut child = spawn(config(killed), &log);
     let code = wait_for(&mut child, FINISH_TIMEOUT, &log, dir);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     if code != 0 {
@@ -212,6 +219,24 @@ fn killed_30_times_a_nexmark_job_writes_exactly_what_an_uninterrupted_run_writes
     nexmark_reference(&dir);
     let crashed = nexmark_config(&dir, "crashed", 2, true, env_or("SHARDFLOW_CRASH_RATE", CRASH_RATE));
     let restores = run_with_kills(&crashed, env_or("SHARDFLOW_CRASH_KILLS", CRASH_KILLS), &dir);
+    assert!(restores > 0, "no run restored a checkpoint");
+    for sink in ["counts", "hops"] {
+        assert_same_output(sink, &dir.join(format!("crashed/{sink}")), &dir.join(format!("reference/{sink}")), &dir);
+    }
+}
+
+/// Restarts after SIGKILL alternate between 2 cores and 1: each restore replays logs of base and deltas
+/// (with fired slices dropped) written by another shard layout, key groups moving between shards.
+#[test]
+fn killed_and_restarted_on_alternating_core_counts_the_output_is_exact() {
+    let _serial = serial();
+    let dir = TempDir::new("crash-rescale");
+    nexmark_reference(&dir);
+    let two = nexmark_config(&dir, "crashed", 2, true, CRASH_RATE);
+    let one = dir.join("crashed-1.toml");
+    let text = std::fs::read_to_string(&two).unwrap().replace("cores = 2", "cores = 1");
+    write_file(&one, text.as_bytes());
+    let restores = run_with_kills_cycling(&[&two, &one], 10, &dir);
     assert!(restores > 0, "no run restored a checkpoint");
     for sink in ["counts", "hops"] {
         assert_same_output(sink, &dir.join(format!("crashed/{sink}")), &dir.join(format!("reference/{sink}")), &dir);

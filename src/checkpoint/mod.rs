@@ -78,21 +78,56 @@ pub struct AckData {
 }
 
 /// What one shard restores at start.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShardRestore {
     pub epoch: u64,
     /// Per job.
     pub jobs: Vec<JobRestore>,
+    /// The checkpoint's state logs, shared by every shard: each replays the key groups it owns, in parallel.
+    pub log: Arc<LogToRestore>,
 }
 
 #[derive(Debug, Default)]
 pub struct JobRestore {
-    /// State entries of the key groups the shard owns: (namespace, key, value).
-    pub entries: Vec<(i64, Box<[u8]>, Box<[u8]>)>,
     /// Per key group, the watermark the window operator that owned it had fired up to.
     pub floors: Vec<i64>,
     /// Every split of the job, as checkpointed; each shard picks its own.
     pub sources: Vec<SplitState>,
+}
+
+/// The logs of a checkpoint to restore, and the restore's progress over the shards replaying them.
+#[derive(Debug)]
+pub struct LogToRestore {
+    pub epoch: u64,
+    /// The directory the ranges' segment files are in.
+    pub log_dir: PathBuf,
+    /// The shards of the checkpoint: each one's log ranges and the key groups it owned.
+    pub shards: Vec<ShardEntry>,
+    /// Where the checkpoint came from (state directory or savepoint), for the report.
+    pub from: PathBuf,
+    pub started: Instant,
+    /// Shards still replaying; the last one to finish reports the restore.
+    pub pending: AtomicUsize,
+    pub entries: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl LogToRestore {
+    /// Adds one shard's share; the last shard to finish logs the whole restore.
+    pub fn shard_done(&self, entries: u64, bytes: u64) {
+        self.entries.fetch_add(entries, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            tracing::info!(
+                "restored checkpoint {} from {}: {} state entries, {} bytes of log read in {:.1} ms",
+                self.epoch,
+                self.from.display(),
+                self.entries.load(Ordering::Relaxed),
+                self.bytes.load(Ordering::Relaxed),
+                self.started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
 }
 
 /// Per-checkpoint numbers, kept for the final report and the benchmarks.

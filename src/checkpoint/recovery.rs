@@ -2,19 +2,21 @@
 //!
 //! Runs on the control thread before the shards start. The newest manifest is read and its binding compared
 //! with the current config; every shard's log ranges are read and replayed (each record checked: corruption
-//! inside a completed checkpoint is fatal, with the file and offset); bytes after the last complete checkpoint
-//! (a torn write, or a checkpoint that never completed) are reported and cut off; the state is then split by
-//! key group over the new shards, which may be more or fewer than when the checkpoint was taken.
+//! bytes after the last complete checkpoint (a torn write, or a checkpoint that never completed) are reported
+//! and cut off. The shards then replay the logs themselves, in parallel (`shard::restore`), each the key
+//! groups it owns: they may be more or fewer than when the checkpoint was taken.
 
 use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::time::Instant;
 
 use super::manifest::{list_manifests, read_manifest, Binding, Manifest, MANIFEST_DIR};
-use super::{JobRestore, ShardRestore};
-use crate::shard::routing::{KeyGroup, RoutingTable};
-use crate::state::log::{replay, scan_tail, SegmentRange};
+use super::{JobRestore, LogToRestore, ShardRestore};
+use crate::shard::routing::RoutingTable;
+use crate::state::log::{scan_tail, SegmentRange};
 use crate::state::{parse_segment_name, sync_dir, LOG_DIR};
 
 /// Why a recovery cannot proceed.
@@ -26,18 +28,15 @@ pub enum RecoveryError {
     Fatal(String),
 }
 
-/// A checkpoint restored into memory.
+/// A checkpoint ready to restore.
 pub struct Recovered {
     pub manifest: Manifest,
     /// Per new shard.
     pub shards: Vec<ShardRestore>,
-    pub entries: u64,
-    pub bytes: u64,
-    pub took: Duration,
 }
 
 /// Reads a range of a segment file.
-pub(super) fn read_range(dir: &Path, r: &SegmentRange) -> Result<Vec<u8>, String> {
+pub fn read_range(dir: &Path, r: &SegmentRange) -> Result<Vec<u8>, String> {
     let path = dir.join(&r.file);
     let file = std::fs::File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let len = file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
@@ -185,46 +184,35 @@ pub fn restore_manifest(
             }
         }
     }
-    let mut shards: Vec<ShardRestore> = (0..n_shards)
+    for shard in &manifest.shards {
+        if let Some(kg) = shard.key_groups.iter().find(|kg| **kg as usize >= key_groups) {
+            return Err(RecoveryError::Fatal(format!(
+                "checkpoint {}: shard {} owned key group {kg}, but the checkpoint has {key_groups} key groups",
+                manifest.epoch, shard.shard
+            )));
+        }
+    }
+    let log = Arc::new(LogToRestore {
+        epoch: manifest.epoch,
+        log_dir,
+        shards: manifest.shards.clone(),
+        from: state_dir.to_path_buf(),
+        started,
+        pending: AtomicUsize::new(n_shards),
+        entries: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    });
+    let shards = (0..n_shards)
         .map(|_| ShardRestore {
             epoch: manifest.epoch,
             jobs: (0..n_jobs)
                 .map(|job| JobRestore {
-                    entries: Vec::new(),
                     floors: floors[job].clone(),
                     sources: manifest.sources.get(job).cloned().unwrap_or_default(),
                 })
                 .collect(),
+            log: log.clone(),
         })
         .collect();
-    let (mut entries, mut bytes) = (0u64, 0u64);
-    for shard in &manifest.shards {
-        let mut ranges = Vec::new();
-        for r in &shard.log {
-            let data = read_range(&log_dir, r).map_err(RecoveryError::Fatal)?;
-            ranges.push((r.clone(), data));
-        }
-        let image = replay(&ranges, manifest.epoch).map_err(|e| {
-            RecoveryError::Fatal(format!(
-                "checkpoint {} is damaged: {}/{e}. Nothing was restored; move {} away to start from the previous checkpoint, or restore a savepoint",
-                manifest.epoch,
-                log_dir.display(),
-                super::manifest::manifest_name(manifest.epoch)
-            ))
-        })?;
-        bytes += image.bytes;
-        for (job, kg, ns, key, value) in image.into_entries() {
-            let job = job as usize;
-            if job >= n_jobs || kg as usize >= key_groups {
-                return Err(RecoveryError::Fatal(format!(
-                    "checkpoint {}: the log of shard {} holds state of job {job}, key group {kg}; the manifest has {n_jobs} jobs and {key_groups} key groups",
-                    manifest.epoch, shard.shard
-                )));
-            }
-            let owner = routing.owner(KeyGroup(kg as u16)).idx();
-            shards[owner].jobs[job].entries.push((ns, key, value));
-            entries += 1;
-        }
-    }
-    Ok(Recovered { manifest, shards, entries, bytes, took: started.elapsed() })
+    Ok(Recovered { manifest, shards })
 }

@@ -361,17 +361,12 @@ fn prepare_checkpoints(
     }
     let mut restore: Vec<Option<ShardRestore>> = (0..n).map(|_| None).collect();
     if let Some(r) = recovered {
-        tracing::info!(
-            "restored checkpoint {} from {}: {} state entries, {} bytes of log read in {:.1} ms",
-            r.manifest.epoch,
-            cfg.state_dir.display(),
-            r.entries,
-            r.bytes,
-            r.took.as_secs_f64() * 1e3
-        );
         if r.manifest.run == RunState::Finished {
             return Ok(None);
         }
+        // The shards replay the state in parallel as they start; the last one to finish reports the restore.
+        let how = if r.manifest.run == RunState::Stopped { "was stopped" } else { "did not stop cleanly" };
+        tracing::info!("restoring checkpoint {} of a run that {how}", r.manifest.epoch);
         restore = r.shards.into_iter().map(Some).collect();
     } else {
         tracing::info!("no checkpoint in {}: starting from the beginning", cfg.state_dir.display());

@@ -257,17 +257,23 @@ impl<'a> Reader<'a> {
 
 /// Decodes a row of accumulators for `calls`; each must be of the kind `calls` makes.
 pub fn decode_accs(bytes: &[u8], calls: &[AggCall]) -> Result<AccRow, String> {
-    decode_accs_prefix(&mut Reader(bytes), calls).and_then(|(row, rest)| {
-        if rest.is_empty() {
-            Ok(row)
-        } else {
-            Err(format!("{} bytes left over after the accumulators", rest.len()))
-        }
-    })
+    let mut row = Vec::with_capacity(calls.len());
+    decode_accs_into(bytes, calls, &mut row)?;
+    Ok(row.into_boxed_slice())
 }
 
-fn decode_accs_prefix<'a>(r: &mut Reader<'a>, calls: &[AggCall]) -> Result<(AccRow, &'a [u8]), String> {
-    let mut row = Vec::with_capacity(calls.len());
+/// Decodes a row of accumulators for `calls` onto the end of `row` (a restore reuses one buffer for every
+/// entry).
+pub fn decode_accs_into(bytes: &[u8], calls: &[AggCall], row: &mut Vec<Acc>) -> Result<(), String> {
+    let rest = decode_accs_prefix(&mut Reader(bytes), calls, row)?;
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} bytes left over after the accumulators", rest.len()))
+    }
+}
+
+fn decode_accs_prefix<'a>(r: &mut Reader<'a>, calls: &[AggCall], row: &mut Vec<Acc>) -> Result<&'a [u8], String> {
     for call in calls {
         let acc = match (r.u8()?, Acc::new(call)) {
             (ACC_COUNT, Acc::Count(_)) => Acc::Count(r.i64()?),
@@ -288,12 +294,14 @@ fn decode_accs_prefix<'a>(r: &mut Reader<'a>, calls: &[AggCall]) -> Result<(AccR
         };
         row.push(acc);
     }
-    Ok((row.into_boxed_slice(), r.0))
+    Ok(r.0)
 }
 
 /// Decodes a row of accumulators from the front of `bytes`; returns it and the bytes after it.
 pub fn decode_accs_from<'a>(bytes: &'a [u8], calls: &[AggCall]) -> Result<(AccRow, &'a [u8]), String> {
-    decode_accs_prefix(&mut Reader(bytes), calls)
+    let mut row = Vec::with_capacity(calls.len());
+    let rest = decode_accs_prefix(&mut Reader(bytes), calls, &mut row)?;
+    Ok((row.into_boxed_slice(), rest))
 }
 
 const _: () = assert!(std::mem::size_of::<Acc>() <= 32, "accumulators stay small: they are stored per key and slice");

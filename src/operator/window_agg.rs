@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::accumulator::{decode_accs, decode_accs_from, encode_accs, merge_rows, new_row, Acc, AccRow};
+use super::accumulator::{decode_accs_from, decode_accs_into, encode_accs, merge_rows, new_row, Acc, AccRow};
 use super::calc::run_calc_columnar;
 use super::key::{decode_key_into, encode_key, key_hash};
 use super::keyed::KeyedAccs;
@@ -183,28 +183,65 @@ impl WindowAggregator {
         }
     }
 
-    /// Puts one entry of a checkpoint back (before any row is processed).
-    pub fn restore_entry(&mut self, namespace: i64, key: &[u8], value: &[u8]) -> Result<(), String> {
-        if namespace == SESSION_NAMESPACE {
+    /// Replays a put (`Some` value) or a delete of one key's sessions (before any row is processed).
+    pub fn restore_session(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        if let Some(old) = self.sessions.remove(key) {
+            for s in &old {
+                self.session_timers.remove(&(s.window.end, Key::from(key)));
+            }
+        }
+        if let Some(value) = value {
             let list = decode_sessions(value, &self.plan.aggs)?;
             for s in &list {
                 self.session_timers.insert((s.window.end, key.into()));
             }
             self.sessions.insert(key.into(), list);
-            return Ok(());
         }
-        let accs = decode_accs(value, &self.plan.aggs)?;
+        Ok(())
+    }
+
+    /// Makes room in slice `namespace` for `keys` more keys of `key_bytes` bytes in all, before a restore puts
+    /// them there.
+    pub fn reserve_slice(&mut self, namespace: i64, keys: usize, key_bytes: usize) {
+        self.restored_slice(namespace).reserve(keys, key_bytes);
+    }
+
+    /// Prefetches the table slot of a key about to be put into slice `namespace` by [`Self::restore_row`].
+    #[inline]
+    pub fn prefetch_slot(&mut self, namespace: i64, hash: u64) {
+        if let Some(slice) = self.slices.get(&namespace) {
+            slice.prefetch(hash);
+        }
+    }
+
+    /// Replays the put of one key's accumulators into slice `namespace` (before any row is processed); a
+    /// later put of a key replaces an earlier one. `accs` is scratch the caller keeps between rows.
+    #[inline]
+    pub fn restore_row(
+        &mut self,
+        namespace: i64,
+        hash: u64,
+        key: &[u8],
+        value: &[u8],
+        accs: &mut Vec<Acc>,
+    ) -> Result<(), String> {
+        accs.clear();
+        decode_accs_into(value, &self.plan.aggs, accs)?;
+        self.restored_slice(namespace).restore(hash, key, accs);
+        Ok(())
+    }
+
+    /// The slice `namespace`, created empty if a restore has not put anything there yet.
+    fn restored_slice(&mut self, namespace: i64) -> &mut KeyedAccs {
         let n_aggs = self.plan.aggs.len();
         let tracking = self.changes.is_some();
-        let slice = self.slices.entry(namespace).or_insert_with(|| {
+        self.slices.entry(namespace).or_insert_with(|| {
             let mut s = KeyedAccs::new(n_aggs);
             if tracking {
                 s.track_changes();
             }
             s
-        });
-        slice.restore(key_hash(key), key, accs);
-        Ok(())
+        })
     }
 
     /// Ends a restore: the operator resumes at the watermark its key groups had reached. `floors` holds, per

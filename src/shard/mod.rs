@@ -3,6 +3,7 @@
 //!
 //! Invariant: this module is the only one that creates executor threads.
 
+pub mod restore;
 pub mod routing;
 pub mod task;
 
@@ -87,13 +88,16 @@ impl JobGraph {
 }
 
 /// Reports a task that keeps its core past its time slice. Glommio's default report (a warning with the
-/// executor, the overage and a backtrace) reaches our log through the `log` → `tracing` bridge.
+/// executor, the overage and a backtrace) reaches our log through the `log` → `tracing` bridge. A shard's
+/// start (which restores its state from a checkpoint in one go, before it reads any input) is exempt.
 #[derive(Debug)]
-struct StallLogger;
+struct StallLogger {
+    starting: Arc<AtomicBool>,
+}
 
 impl glommio::StallDetectionHandler for StallLogger {
     fn threshold(&self, _q: glommio::TaskQueueHandle, _expected: Duration) -> Option<Duration> {
-        Some(Duration::from_millis(SHARD_STALL_THRESHOLD_MS))
+        (!self.starting.load(Ordering::Relaxed)).then(|| Duration::from_millis(SHARD_STALL_THRESHOLD_MS))
     }
 }
 
@@ -102,14 +106,18 @@ pub fn run(graph: Arc<JobGraph>) -> Result<(), String> {
     let mut handles = Vec::new();
     for (idx, cpu) in graph.cpus.iter().copied().enumerate() {
         let g = graph.clone();
+        let starting = Arc::new(AtomicBool::new(true));
+        let stalls = StallLogger { starting: starting.clone() };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{idx}"))
             .spin_before_park(Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US))
             .preempt_timer(Duration::from_millis(SHARD_PREEMPT_TIMER_MS))
-            .detect_stalls(Some(Box::new(StallLogger)));
+            .detect_stalls(Some(Box::new(stalls)));
         let handle = builder
             .spawn(move || async move {
-                let result = match task::ShardTask::new(g.clone(), ShardId(idx as u16)) {
+                let task = task::ShardTask::new(g.clone(), ShardId(idx as u16));
+                starting.store(false, Ordering::Relaxed);
+                let result = match task {
                     Ok(t) => t.run().await,
                     Err(e) => Err(e),
                 };

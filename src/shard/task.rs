@@ -191,17 +191,24 @@ impl ShardTask {
             }
         };
         let first_epoch = ckpt.as_ref().map(|c| c.aligned + 1);
-        let mut jobs = Vec::new();
-        for (i, spec) in graph.jobs.iter().enumerate() {
-            let restore = restore.as_ref().and_then(|r| r.jobs.get(i));
-            let mut job = Self::job_state(&graph, spec, id, first_epoch);
-            if let Some(r) = restore {
-                Self::restore_job(&graph, spec, id, &mut job, r)
-                    .map_err(|e| format!("job {}: restore: {e}", spec.name))?;
-            } else if let (Some(w), Some(_)) = (job.window.as_mut(), &ckpt) {
+        let mut jobs: Vec<JobState> =
+            graph.jobs.iter().map(|spec| Self::job_state(&graph, spec, id, first_epoch)).collect();
+        if ckpt.is_some() {
+            for w in jobs.iter_mut().filter_map(|j| j.window.as_mut()) {
                 w.agg.track_changes(graph.routing.key_groups());
             }
-            jobs.push(job);
+        }
+        if let Some(r) = &restore {
+            let owned = graph.routing.ranges(graph.n_shards()).swap_remove(id.idx());
+            let mut aggs: Vec<Option<&mut WindowAggregator>> =
+                jobs.iter_mut().map(|j| j.window.as_mut().map(|w| &mut w.agg)).collect();
+            let replayed =
+                super::restore::replay_owned(&r.log, id.idx(), &owned, graph.routing.key_groups(), &mut aggs)
+                    .map_err(|e| format!("restore: {e}"))?;
+            for ((spec, job), jr) in graph.jobs.iter().zip(&mut jobs).zip(&r.jobs) {
+                Self::restore_job(&graph, spec, id, job, jr).map_err(|e| format!("job {}: restore: {e}", spec.name))?;
+            }
+            r.log.shard_done(replayed.entries, replayed.bytes);
         }
         Ok(ShardTask { bell: graph.exchange.doorbell(id), id, jobs, graph, blocked: VecDeque::new(), started, ckpt })
     }
@@ -215,10 +222,6 @@ impl ShardTask {
         r: &JobRestore,
     ) -> ShardResult<()> {
         if let Some(w) = job.window.as_mut() {
-            w.agg.track_changes(graph.routing.key_groups());
-            for (ns, key, value) in &r.entries {
-                w.agg.restore_entry(*ns, key, value)?;
-            }
             let owned = graph.routing.ranges(graph.n_shards()).swap_remove(id.idx());
             w.agg.finish_restore(&r.floors, &owned);
         }

@@ -224,11 +224,46 @@ pub struct Entry<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// The entries of an ENTRIES record: checked when the record was read, decoded as they are walked (a
+/// restore walks them once, straight into the operator's tables, without collecting them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entries<'a> {
+    count: u32,
+    raw: &'a [u8],
+}
+
+impl<'a> Entries<'a> {
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Entry<'a>> + use<'a> {
+        let mut f = Fields { bytes: self.raw };
+        (0..self.count).map(move |_| read_entry(&mut f).expect("entries are checked when their record is read"))
+    }
+}
+
+fn read_entry<'a>(f: &mut Fields<'a>) -> Result<Entry<'a>, String> {
+    let op = f.u8()?;
+    let namespace = f.u64()? as i64;
+    let key = f.bytes()?;
+    let value = match op {
+        OP_PUT => Some(f.bytes()?),
+        OP_DELETE => None,
+        o => return Err(format!("unknown entry operation {o}")),
+    };
+    Ok(Entry { namespace, key, value })
+}
+
 /// A decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<'a> {
     Begin { epoch: u64, shard: u16, kind: CheckpointKind },
-    Entries { job: u16, key_group: u32, entries: Vec<Entry<'a>> },
+    Entries { job: u16, key_group: u32, entries: Entries<'a> },
     Drop { job: u16, namespace: i64 },
     End { epoch: u64, records: u32 },
 }
@@ -281,21 +316,12 @@ fn decode_payload(payload: &[u8]) -> Result<Record<'_>, String> {
         TYPE_ENTRIES => {
             let job = f.u16()?;
             let key_group = f.u32()?;
-            let count = f.u32()? as usize;
-            // Each entry takes at least 13 bytes: a count beyond that is corruption, not a reason to allocate.
-            let mut entries = Vec::with_capacity(count.min(payload.len() / 13));
+            let count = f.u32()?;
+            let raw = f.bytes;
             for _ in 0..count {
-                let op = f.u8()?;
-                let namespace = f.u64()? as i64;
-                let key = f.bytes()?;
-                let value = match op {
-                    OP_PUT => Some(f.bytes()?),
-                    OP_DELETE => None,
-                    o => return Err(format!("unknown entry operation {o}")),
-                };
-                entries.push(Entry { namespace, key, value });
+                read_entry(&mut f)?;
             }
-            Record::Entries { job, key_group, entries }
+            Record::Entries { job, key_group, entries: Entries { count, raw: &raw[..raw.len() - f.bytes.len()] } }
         }
         TYPE_DROP => Record::Drop { job: f.u16()?, namespace: f.u64()? as i64 },
         TYPE_END => Record::End { epoch: f.u64()?, records: f.u32()? },
@@ -424,7 +450,7 @@ impl ShardImage {
             Record::Entries { job, key_group, entries } => {
                 if let Some(flat) = &mut self.flat {
                     // A base holds puts only, each key once.
-                    for e in entries {
+                    for e in entries.iter() {
                         if let Some(v) = e.value {
                             flat.push((*job, *key_group, e.namespace, e.key.into(), v.into()));
                         }
@@ -432,7 +458,7 @@ impl ShardImage {
                     return;
                 }
                 let job = self.jobs.entry(*job).or_default();
-                for e in entries {
+                for e in entries.iter() {
                     match e.value {
                         Some(v) => {
                             job.entry(e.namespace).or_default().insert(e.key.into(), (*key_group, v.into()));
@@ -481,7 +507,31 @@ impl ShardImage {
 /// error naming the file and offset, and nothing of a checkpoint is applied unless all of it is sound.
 pub fn replay(ranges: &[(SegmentRange, Vec<u8>)], last_epoch: u64) -> Result<ShardImage, LogError> {
     let mut image = ShardImage::default();
-    let mut open: Option<(u64, CheckpointKind, Vec<Record<'_>>, u32)> = None;
+    image.bytes = replay_with(ranges, last_epoch, |kind, _, records| {
+        image.begin(kind);
+        for (_, r) in records {
+            image.apply(r);
+        }
+        image.checkpoints += 1;
+        Ok(())
+    })?;
+    Ok(image)
+}
+
+/// A record and its offset in its file.
+pub type Located<'a> = (u64, Record<'a>);
+
+/// Walks the checkpoints of `ranges` as [`replay`] does, handing each complete and sound checkpoint to
+/// `apply` (its kind, the range it is in, and its records between BEGIN and END, in order); `apply` may refuse
+/// a record by its offset. Returns the bytes read.
+pub fn replay_with<'a>(
+    ranges: &'a [(SegmentRange, Vec<u8>)],
+    last_epoch: u64,
+    mut apply: impl FnMut(CheckpointKind, &'a SegmentRange, &[Located<'a>]) -> Result<(), (u64, String)>,
+) -> Result<u64, LogError> {
+    let mut bytes_read = 0;
+    let mut records: Vec<Located<'a>> = Vec::new();
+    let mut open: Option<(u64, CheckpointKind, u32)> = None;
     let mut first = true;
     let mut last_end = None;
     let mut at = LogError { file: String::new(), offset: 0, what: String::new() };
@@ -495,48 +545,51 @@ pub fn replay(ranges: &[(SegmentRange, Vec<u8>)], last_epoch: u64) -> Result<Sha
         }
         let mut reader = RecordReader::new(&range.file, bytes, range.from);
         at = LogError { file: range.file.clone(), offset: range.to, what: String::new() };
-        while let Some(next) = reader.next_record() {
+        loop {
             let offset = reader.offset();
+            let Some(next) = reader.next_record() else { break };
             let (record, _) = next?;
-            let fail = |what: String| LogError { file: range.file.clone(), offset, what };
+            let fail = |offset: u64, what: String| LogError { file: range.file.clone(), offset, what };
             match (&mut open, record) {
                 (None, Record::Begin { epoch, kind, .. }) => {
                     if first && kind != CheckpointKind::Base {
-                        return Err(fail("replay must start at a base checkpoint, found a delta".into()));
+                        return Err(fail(offset, "replay must start at a base checkpoint, found a delta".into()));
                     }
                     first = false;
-                    open = Some((epoch, kind, Vec::new(), 1));
+                    open = Some((epoch, kind, 1));
                 }
-                (None, other) => return Err(fail(format!("a record outside a checkpoint: {}", kind_of(&other)))),
-                (Some(_), Record::Begin { .. }) => return Err(fail("a checkpoint begins inside another".into())),
-                (Some((epoch, kind, records, n)), Record::End { epoch: e, records: count }) => {
+                (None, other) => {
+                    return Err(fail(offset, format!("a record outside a checkpoint: {}", kind_of(&other))))
+                }
+                (Some(_), Record::Begin { .. }) => {
+                    return Err(fail(offset, "a checkpoint begins inside another".into()))
+                }
+                (Some((epoch, kind, n)), Record::End { epoch: e, records: count }) => {
                     *n += 1;
                     if e != *epoch || count != *n {
-                        return Err(fail(format!(
-                            "checkpoint {epoch} ends as epoch {e} with {count} records, but {n} were read"
-                        )));
+                        return Err(fail(
+                            offset,
+                            format!("checkpoint {epoch} ends as epoch {e} with {count} records, but {n} were read"),
+                        ));
                     }
-                    image.begin(*kind);
-                    for r in records.iter() {
-                        image.apply(r);
-                    }
-                    image.checkpoints += 1;
+                    apply(*kind, range, &records).map_err(|(offset, what)| fail(offset, what))?;
+                    records.clear();
                     last_end = Some(*epoch);
                     open = None;
                 }
-                (Some((_, _, records, n)), r) => {
+                (Some((_, _, n)), r) => {
                     *n += 1;
-                    records.push(r);
+                    records.push((offset, r));
                 }
             }
         }
-        image.bytes += bytes.len() as u64;
+        bytes_read += bytes.len() as u64;
     }
     if open.is_some() {
         return Err(LogError { what: "the last checkpoint has no END record".into(), ..at });
     }
     match last_end {
-        Some(e) if e == last_epoch => Ok(image),
+        Some(e) if e == last_epoch => Ok(bytes_read),
         Some(e) => {
             Err(LogError { what: format!("the log ends at checkpoint {e}, the manifest says {last_epoch}"), ..at })
         }

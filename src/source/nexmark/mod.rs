@@ -22,24 +22,6 @@ const COL_URL: usize = 4;
 const COL_DATE_TIME: usize = 5;
 const COL_EXTRA: usize = 6;
 
-/// Asks the CPU to bring the cache lines of `len` bytes at `at` closer (the first and the last line: `extra`
-/// spans at most two).
-#[inline]
-fn prefetch(at: *const u8, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let (first, last) = (at, at.wrapping_add(len.saturating_sub(1)));
-        // SAFETY: a prefetch is a hint: it never faults and never changes memory, whatever the address.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(first.cast());
-            _mm_prefetch::<_MM_HINT_T0>(last.cast());
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (at, len);
-}
-
 /// One split of the bid stream.
 pub struct NexmarkSplit {
     generator: Generator,
@@ -171,10 +153,10 @@ impl NexmarkSplit {
                 }
                 let bid = self.generator.bid(self.next);
                 if self.used[COL_EXTRA] {
-                    prefetch(bid.extra.as_ptr(), bid.extra.len());
+                    crate::cpu::prefetch(bid.extra.as_ptr(), bid.extra.len());
                 }
                 if self.used[COL_CHANNEL] || self.used[COL_URL] {
-                    prefetch(bid.channel_addr(), 1);
+                    crate::cpu::prefetch(bid.channel_addr(), 1);
                 }
                 chunk.push(bid);
                 self.next += self.stride;
