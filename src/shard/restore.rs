@@ -46,7 +46,7 @@ pub fn replay_owned(
     for old in &log.shards {
         let overlaps = old.key_groups.iter().any(|kg| mine[*kg as usize]);
         // A shard of the checkpoint that owned no key group holds no state; shard 0 still checks its log.
-        if !overlaps && !(old.key_groups.is_empty() && shard == 0) {
+        if !(overlaps || old.key_groups.is_empty() && shard == 0) {
             continue;
         }
         let mut ranges = Vec::with_capacity(old.log.len());
