@@ -1,7 +1,8 @@
 //! Accumulators by key for one slice or window, in flat storage: an open-addressing hash table of small
 //! slots, one byte arena for the keys, one vector of accumulators (a row of `n_aggs` per key). A new key costs
-//! no allocation of its own, and a lookup compares the full 64-bit hash before it touches the key bytes. With
-//! change tracking on (checkpoints), a bit per key says whether it changed since the last checkpoint.
+//! no allocation of its own, and a lookup compares the full 64-bit hash (the engine's [`key_hash`]) before it
+//! touches the key bytes. With change tracking on (checkpoints), a bit per key says whether it changed since
+//! the last checkpoint.
 //!
 //! The table is written here rather than taken from a hash map crate because of two needs no map offers:
 //! callers prefetch the slot a hash will probe a few keys ahead (a table of a million keys misses the cache
@@ -10,6 +11,7 @@
 //! top bits: the low bits pick the key group, so a shard's keys share them.
 
 use super::accumulator::Acc;
+use super::key::key_hash;
 use crate::sql::AggCall;
 
 /// A slot: a key's full hash and its row; `row == EMPTY` for a free slot.
@@ -224,20 +226,17 @@ impl KeyedAccs {
         }
     }
 
-    /// Every key with its hash and accumulators.
+    /// Every key with its hash and accumulators, in row order. Not in slot order: slot order is hash order,
+    /// and inserting keys in hash order into a table still growing piles them into its front (every key so
+    /// far has a low hash), so merging one table into another would go quadratic.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8], &[Acc])> {
-        let n = self.n_aggs;
-        self.slots.iter().filter(|s| s.row != EMPTY).map(move |s| {
-            let r = s.row as usize;
-            (s.hash, self.key(s.row), &self.accs[r * n..(r + 1) * n])
-        })
+        self.rows(false).map(|(key, accs)| (key_hash(key), key, accs))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::key::key_hash;
     use crate::record::{DataType, Datum};
     use crate::sql::AggKind;
     use proptest::prelude::*;
