@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checkpoint costs on the Nexmark suite: kwin and q5a throughput with 1 s checkpoints vs without (same run of
 # this script, 2 cores, release build), checkpoint duration percentiles and bytes, and the time to restore
-# kwin's state (1M keys) after a SIGTERM. Prints a Markdown section for bench/RESULTS.md.
+# kwin's state (1M keys) and of about 1 GB (bench/state-1g.toml) after a SIGTERM. Prints a Markdown section
+# for bench/RESULTS.md.
 #   bench/checkpoint.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,15 +41,27 @@ for q in kwin q5a; do
   done
 done
 echo
-# Restore time of kwin's state: stop a run with SIGTERM mid-stream (final checkpoint), restart, read the
-# restore line, stop again.
+# Restore time: run `cfg` for `after` seconds, stop it with `signal`, restart, read the restore line, stop.
+#   restore_after LABEL CONFIG SIGNAL AFTER_SECONDS
+restore_after() {
+  local label=$1 cfg=$2 signal=$3 after=$4 last restored pid
+  "$bin" run -c "$cfg" > "$tmp/first.log" 2>&1 & pid=$!
+  sleep "$after"; kill -"$signal" $pid; wait $pid 2>/dev/null || true
+  last=$(grep -E "checkpoint [0-9]+ complete" "$tmp/first.log" | tail -1 | sed 's/.*INFO[^ ]* //')
+  "$bin" run -c "$cfg" > "$tmp/second.log" 2>&1 & pid=$!
+  for _ in $(seq 1 600); do grep -q "restored checkpoint" "$tmp/second.log" && break; sleep 0.1; done
+  kill -TERM $pid; wait $pid || true
+  restored=$(grep "restored checkpoint" "$tmp/second.log" | sed 's/.*INFO[^ ]* //')
+  echo "$label restore after SIG$signal at $after s: last checkpoint: \`$last\`; restart: \`$restored\`"
+  echo
+}
+stop=${STOP_AFTER_S:-6}
 rm -rf "$tmp/state-kwin"
-cfg=$(config kwin on)
-"$bin" run -c "$cfg" > "$tmp/first.log" 2>&1 & pid=$!
-sleep ${STOP_AFTER_S:-6}; kill -TERM $pid; wait $pid || true
-final=$(grep "final: stopped" "$tmp/first.log" | sed 's/.*INFO[^ ]* //')
-"$bin" run -c "$cfg" > "$tmp/second.log" 2>&1 & pid=$!
-for _ in $(seq 1 100); do grep -q "restored checkpoint" "$tmp/second.log" && break; sleep 0.1; done
-kill -TERM $pid; wait $pid || true
-restored=$(grep "restored checkpoint" "$tmp/second.log" | sed 's/.*INFO[^ ]* //')
-echo "kwin restore after SIGTERM at ${STOP_AFTER_S:-6} s: final checkpoint: \`$final\`; restart: \`$restored\`"
+# kwin's state (1M keys) after SIGTERM: the final checkpoint is a base.
+restore_after kwin "$(config kwin on)" TERM "$stop"
+# The same after SIGKILL: the newest checkpoint is a base and any deltas written since.
+rm -rf "$tmp/state-kwin"
+restore_after kwin "$(config kwin on)" KILL "$stop.5"
+# About 1 GB of state (bench/state-1g.toml: 16M keys, four aggregates each), stopped once it holds ~15M keys.
+sed "s#^state_dir = .*#state_dir = \"$tmp/state-1g\"#" bench/state-1g.toml > "$tmp/state-1g.toml"
+restore_after "~1 GB (bench/state-1g.toml)" "$tmp/state-1g.toml" TERM "${BIG_STOP_AFTER_S:-25}"

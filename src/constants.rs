@@ -111,6 +111,11 @@ pub const STATE_DIR_DEFAULT: &str = "state";
 /// Shortest checkpoint interval accepted: each checkpoint costs every shard a barrier alignment and a sync.
 pub const CHECKPOINT_INTERVAL_MIN_MS: u64 = 10;
 
+/// Rows a restore reads ahead of the one it puts, their table slots prefetched: a table of a million keys
+/// misses the cache on nearly every put, and 16 rows of decoding cover one memory latency (measured: the put
+/// phase of 500k keys per shard went from ~150 ms to ~80 ms).
+pub const RESTORE_PREFETCH_AHEAD: usize = 16;
+
 const _: () = assert!(SOURCE_BATCH_ROWS_MAX <= u32::MAX as usize);
 const _: () = assert!(EXCHANGE_BATCH_ROWS_MAX <= u32::MAX as usize);
 const _: () = assert!(BATCH_LINGER_US <= 1_000, "the linger must stay within 1 ms");

@@ -10,13 +10,10 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::checkpoint::recovery::read_range;
 use crate::checkpoint::LogToRestore;
+use crate::constants::RESTORE_PREFETCH_AHEAD;
 use crate::operator::key::key_hash;
 use crate::operator::window_agg::{WindowAggregator, SESSION_NAMESPACE};
 use crate::state::log::{replay_with, CheckpointKind, Located, LogError, Record, SegmentRange};
-
-/// Slice rows read ahead of the one being put, their table slots prefetched: enough to cover a memory latency
-/// with the work on the rows between.
-const PREFETCH_AHEAD: usize = 16;
 
 /// A slice row to restore: job, namespace, its key's hash, key, encoded accumulators, and the index of its
 /// record.
@@ -105,9 +102,9 @@ pub fn replay_owned(
                 agg.reserve_slice(namespace, keys, key_bytes);
             }
         }
-        // Then every entry in log order. A slice row is put PREFETCH_AHEAD rows after it is read, its table
+        // Then every entry in log order. A slice row is put RESTORE_PREFETCH_AHEAD rows after it is read, its table
         // slot prefetched meanwhile (a table of a million keys misses the cache on nearly every put).
-        let mut ahead: VecDeque<Row<'_>> = VecDeque::with_capacity(PREFETCH_AHEAD + 1);
+        let mut ahead: VecDeque<Row<'_>> = VecDeque::with_capacity(RESTORE_PREFETCH_AHEAD + 1);
         let mut put = |row: Row<'_>, aggs: &mut [Option<&mut WindowAggregator>]| {
             let (job, namespace, hash, key, value, i) = row;
             let agg = aggs[job as usize].as_mut().expect("rows are read only for jobs with window state");
@@ -145,7 +142,7 @@ pub fn replay_owned(
                 let hash = key_hash(e.key);
                 agg.prefetch_slot(e.namespace, hash);
                 ahead.push_back((*job, e.namespace, hash, e.key, value, i));
-                if ahead.len() > PREFETCH_AHEAD {
+                if ahead.len() > RESTORE_PREFETCH_AHEAD {
                     put(ahead.pop_front().expect("not empty"), aggs)?;
                 }
             }
