@@ -123,3 +123,29 @@ const _: () = assert!(RECORD_BYTES_MAX <= BATCH_BYTES_MAX, "one record must fit 
 const _: () = assert!(KEY_GROUPS_MAX <= u16::MAX as u32 + 1);
 const _: () = assert!(SHARDS_MAX <= u16::MAX as usize);
 const _: () = assert!(SHARD_SPIN_BEFORE_PARK_US * 1_000 < SHARD_PARK_TIMEOUT_MS * 1_000_000);
+
+/// Records one GetRecords call asks for: Kinesis' own maximum (fewer calls per record, within the 5 calls/s a
+/// stream shard allows).
+pub const KINESIS_GET_RECORDS_MAX: i32 = 10_000;
+
+/// Least time between two GetRecords calls on one stream shard: Kinesis allows 5 per second per stream shard,
+/// shared by every consumer of the stream.
+pub const KINESIS_POLL_INTERVAL_MS: u64 = 200;
+
+/// Longest pause between GetRecords calls on an idle stream shard (the pause doubles from
+/// [`KINESIS_POLL_INTERVAL_MS`] while calls return nothing): bounds the latency of the first record after a
+/// quiet spell.
+pub const KINESIS_IDLE_POLL_MAX_MS: u64 = 1_000;
+
+/// How often a Kinesis source lists the stream's shards, to find children after a split or merge (sooner when
+/// a stream shard it reads ends).
+pub const KINESIS_DISCOVERY_INTERVAL_MS: u64 = 10_000;
+
+/// First and largest delay of the jittered exponential backoff after a throttled or failed AWS call: the first
+/// short enough not to stall a reader, the last long enough to let a throttled stream recover.
+pub const KINESIS_RETRY_BASE_MS: u64 = 100;
+pub const KINESIS_RETRY_MAX_MS: u64 = 5_000;
+
+/// GetRecords results that may wait between the control thread and one shard, per source: enough to keep the
+/// shard busy while the next calls are in flight, bounded so a slow shard holds back its readers.
+pub const KINESIS_CHANNEL_BATCHES: usize = 64;

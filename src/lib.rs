@@ -10,6 +10,7 @@ pub mod config;
 pub mod constants;
 pub mod cpu;
 pub mod daemon;
+pub mod kinesis;
 pub mod metrics;
 pub mod operator;
 pub mod queue;

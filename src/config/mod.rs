@@ -104,6 +104,7 @@ pub struct SourceConfig {
 pub enum SourceConnector {
     Nexmark(NexmarkConfig),
     File(FileSourceConfig),
+    Kinesis(KinesisSourceConfig),
 }
 
 impl SourceConnector {
@@ -111,8 +112,38 @@ impl SourceConnector {
         match self {
             SourceConnector::Nexmark(_) => "nexmark",
             SourceConnector::File(_) => "file",
+            SourceConnector::Kinesis(_) => "kinesis",
         }
     }
+}
+
+/// Where a Kinesis client connects. Credentials are never configured here: they come from the AWS default
+/// provider chain (environment, profile, web identity, container or instance role).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KinesisEndpoint {
+    /// A stream name or ARN.
+    pub stream: String,
+    /// Absent: the default chain's region (`AWS_REGION`, the profile).
+    pub region: Option<String>,
+    /// Absent: AWS's endpoint for the region, or `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+}
+
+/// Where a Kinesis source starts when no checkpoint says where it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KinesisStart {
+    /// The oldest record each stream shard retains.
+    TrimHorizon,
+    /// Only records written after the job starts.
+    Latest,
+    /// Records from this time on (epoch milliseconds).
+    AtTimestamp(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct KinesisSourceConfig {
+    pub at: KinesisEndpoint,
+    pub start: KinesisStart,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +173,7 @@ pub enum SinkConnector {
     File { path: PathBuf },
     Stdout,
     Blackhole,
+    Kinesis { at: KinesisEndpoint, partition_key: String },
 }
 
 impl SinkConnector {
@@ -150,6 +182,7 @@ impl SinkConnector {
             SinkConnector::File { .. } => "file",
             SinkConnector::Stdout => "stdout",
             SinkConnector::Blackhole => "blackhole",
+            SinkConnector::Kinesis { .. } => "kinesis",
         }
     }
 }
@@ -356,10 +389,12 @@ fn source_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>)
         None => None,
         Some("nexmark") => Some(nexmark_source(&mut s, errors)),
         Some("file") => file_source(&mut s, base, errors),
+        Some("kinesis") => kinesis_source(&mut s, errors),
         Some(other) => {
-            errors.push(
-                s.error("connector", format!("`{other}` is not a source connector; use \"nexmark\" or \"file\"")),
-            );
+            errors.push(s.error(
+                "connector",
+                format!("`{other}` is not a source connector; use \"nexmark\", \"file\" or \"kinesis\""),
+            ));
             return None;
         }
     };
@@ -397,6 +432,82 @@ fn file_source(s: &mut Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) 
     Some((SourceConnector::File(FileSourceConfig { path: base.join(path?) }), schema?))
 }
 
+/// The keys every Kinesis source and sink shares: `stream`, `region`, `endpoint`; secrets are refused.
+fn kinesis_endpoint(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> Option<KinesisEndpoint> {
+    for secret in ["access_key_id", "secret_access_key", "session_token", "aws_access_key_id", "aws_secret_access_key"]
+    {
+        if s.has(secret) {
+            errors.push(s.error(
+                secret,
+                "credentials are never read from the config file: they come from the AWS default provider chain \
+                 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, web identity, or the instance or container role)",
+            ));
+        }
+    }
+    let stream = collect(s.required_str("stream", "\"orders\" (a stream name or ARN)"), errors);
+    let region = collect(s.str("region"), errors).flatten().map(str::to_string);
+    let endpoint = collect(s.str("endpoint"), errors).flatten().map(str::to_string);
+    if let Some(e) = &endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            errors.push(s.error(
+                "endpoint",
+                format!("is `{e}`; write a URL such as \"https://kinesis.eu-west-1.amazonaws.com\""),
+            ));
+        }
+    }
+    Some(KinesisEndpoint { stream: stream?.to_string(), region, endpoint })
+}
+
+fn kinesis_source(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> Option<(SourceConnector, Schema)> {
+    let at = kinesis_endpoint(s, errors);
+    let format = collect(s.str("format"), errors).flatten().unwrap_or("json");
+    if format != "json" {
+        errors
+            .push(s.error("format", format!("is `{format}`; only \"json\" (one JSON object per record) is supported")));
+    }
+    if s.has("consumer") {
+        errors.push(s.error(
+            "consumer",
+            "enhanced fan-out is not supported yet: leave out `consumer` to read with GetRecords polling",
+        ));
+    }
+    let start_timestamp = collect(s.str("start_timestamp"), errors).flatten();
+    let start = match collect(s.str("start"), errors).flatten().unwrap_or("LATEST") {
+        "LATEST" => Some(KinesisStart::Latest),
+        "TRIM_HORIZON" => Some(KinesisStart::TrimHorizon),
+        "AT_TIMESTAMP" => match start_timestamp {
+            None => {
+                errors.push(s.error(
+                    "start_timestamp",
+                    "is required with start = \"AT_TIMESTAMP\", e.g. \"2026-01-01 00:00:00\"",
+                ));
+                None
+            }
+            Some(t) => match crate::record::timestamp::parse_timestamp(t) {
+                Some(ms) => Some(KinesisStart::AtTimestamp(ms)),
+                None => {
+                    errors.push(s.error(
+                        "start_timestamp",
+                        format!("`{t}` is not a timestamp; write \"yyyy-MM-dd HH:mm:ss[.SSS]\" (UTC)"),
+                    ));
+                    None
+                }
+            },
+        },
+        other => {
+            errors
+                .push(s.error("start", format!("is `{other}`; use \"LATEST\", \"TRIM_HORIZON\" or \"AT_TIMESTAMP\"")));
+            None
+        }
+    };
+    if start_timestamp.is_some() && !matches!(start, Some(KinesisStart::AtTimestamp(_))) {
+        errors.push(s.error("start_timestamp", "only applies with start = \"AT_TIMESTAMP\""));
+    }
+    let schema = collect(s.required_str("schema", "\"symbol VARCHAR, qty BIGINT, ts TIMESTAMP(3)\""), errors)
+        .and_then(|text| collect(Schema::parse(text).map_err(|m| s.error("schema", m)), errors));
+    Some((SourceConnector::Kinesis(KinesisSourceConfig { at: at?, start: start? }), schema?))
+}
+
 fn sink_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -> Option<SinkConfig> {
     let name = s.path().trim_start_matches("sinks.").to_string();
     let connector = collect(s.required_str("connector", "\"file\""), errors)?;
@@ -422,10 +533,16 @@ fn sink_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -
             SinkConnector::Stdout
         }
         "blackhole" => SinkConnector::Blackhole,
+        "kinesis" => {
+            format();
+            let at = kinesis_endpoint(&mut s, errors);
+            let key = collect(s.required_str("partition_key", "\"symbol\" (a column of the output)"), errors);
+            SinkConnector::Kinesis { at: at?, partition_key: key?.to_string() }
+        }
         other => {
             errors.push(s.error(
                 "connector",
-                format!("`{other}` is not a sink connector; use \"file\", \"stdout\" or \"blackhole\""),
+                format!("`{other}` is not a sink connector; use \"file\", \"stdout\", \"blackhole\" or \"kinesis\""),
             ));
             return None;
         }

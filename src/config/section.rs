@@ -76,6 +76,12 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// Whether the table has `key` (which counts as read: the caller reports on it).
+    pub fn has(&mut self, key: &'static str) -> bool {
+        self.allowed.push(key);
+        self.table.contains_key(key)
+    }
+
     /// Marks keys as allowed without reading them (read elsewhere).
     pub fn allow(&mut self, keys: &[&'static str]) {
         self.allowed.extend_from_slice(keys);

@@ -13,12 +13,14 @@ use crate::checkpoint::manifest::{Binding, JobBinding, RunState, FORMAT_VERSION}
 use crate::checkpoint::recovery::{recover, recover_savepoint, RecoveryError};
 use crate::checkpoint::{CheckpointControl, Coordinator, ShardAck, ShardRestore};
 use crate::config::{Config, SinkConnector, SourceConnector};
-use crate::constants::METRICS_REPORT_INTERVAL_MS;
+use crate::constants::{KINESIS_CHANNEL_BATCHES, METRICS_REPORT_INTERVAL_MS};
+use crate::kinesis::{KinesisService, SourceTask};
 use crate::metrics::{report_line, JobMetrics, JobSnapshot};
 use crate::queue::Exchange;
 use crate::shard::routing::RoutingTable;
 use crate::shard::{JobGraph, JobSpec, SplitSpec};
 use crate::sink::file::settle_parts;
+use crate::source::SplitPosition;
 use crate::sql::plan::TableInfo;
 use crate::sql::{parse_watermark, plan_job, JobPlan, WatermarkSpec};
 
@@ -128,6 +130,10 @@ pub fn describe(p: &Prepared) -> String {
                 n.events.map_or("unbounded".to_string(), |e| e.to_string())
             ),
             SourceConnector::File(f) => format!("file {} (JSON lines), one split per file", f.path.display()),
+            SourceConnector::Kinesis(k) => format!(
+                "kinesis stream {} (a JSON object per record), start {:?}, stream shards spread over shards",
+                k.at.stream, k.start
+            ),
         };
         let wm = job.watermark.map_or("none".to_string(), |w| {
             format!("{} - {}", source.schema.fields[w.column].name, crate::config::duration::format_ms(w.delay_ms))
@@ -200,11 +206,14 @@ fn install_signal_handlers() {
     }
 }
 
-fn build_graph(p: &Prepared) -> Result<JobGraph, DaemonError> {
+/// The job graph, and the Kinesis sources the control thread must read for it (started once the restored
+/// positions are known).
+fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>), DaemonError> {
     let c = &p.config;
     let n = c.runtime.cores;
     let mut tables_by_seed = BTreeMap::new();
     let mut jobs = Vec::new();
+    let mut kinesis = Vec::new();
     for job in &p.jobs {
         let source = c.sources[&job.plan.source].clone();
         let mut splits = vec![Vec::new(); n];
@@ -228,9 +237,27 @@ fn build_graph(p: &Prepared) -> Result<JobGraph, DaemonError> {
                     splits[i % n].push(SplitSpec::File(file));
                 }
             }
+            SourceConnector::Kinesis(k) => {
+                let mut to_shards = Vec::new();
+                for s in splits.iter_mut() {
+                    let (tx, rx) = crossbeam_channel::bounded(KINESIS_CHANNEL_BATCHES);
+                    s.push(SplitSpec::Kinesis { stream: k.at.stream.clone(), rx });
+                    to_shards.push(tx);
+                }
+                kinesis.push(SourceTask { name: source.name.clone(), cfg: k.clone(), to_shards, restored: None });
+            }
         }
         let sink = c.sinks[&job.plan.sink].clone();
         let dead_letter = source.dead_letter.as_ref().map(|d| c.sinks[d].clone());
+        for s in std::iter::once(&sink).chain(dead_letter.iter()) {
+            if let SinkConnector::Kinesis { .. } = &s.connector {
+                return Err(DaemonError::Config(format!(
+                    "{}: sinks.{}: the kinesis sink is not implemented yet; write to a \"file\" sink",
+                    c.file.display(),
+                    s.name
+                )));
+            }
+        }
         for s in std::iter::once(&sink).chain(dead_letter.iter()) {
             if let SinkConnector::File { path } = &s.connector {
                 std::fs::create_dir_all(path).map_err(|e| {
@@ -256,7 +283,7 @@ fn build_graph(p: &Prepared) -> Result<JobGraph, DaemonError> {
             metrics,
         });
     }
-    Ok(JobGraph {
+    let graph = JobGraph {
         cpus: c.runtime.cpus.clone(),
         routing: Arc::new(RoutingTable::new(c.runtime.key_groups, n)),
         exchange: Exchange::new(n),
@@ -264,7 +291,25 @@ fn build_graph(p: &Prepared) -> Result<JobGraph, DaemonError> {
         abort: AtomicBool::new(false),
         stop: &STOP,
         checkpoints: None,
-    })
+    };
+    Ok((graph, kinesis))
+}
+
+/// Gives each Kinesis source the positions of its stream shards in the restored checkpoint, if any.
+fn restore_kinesis_positions(graph: &JobGraph, kinesis: &mut [SourceTask]) {
+    let Some(ctl) = &graph.checkpoints else { return };
+    let restore = ctl.restore.lock().expect("restore lock");
+    let Some(r) = restore.iter().flatten().next() else { return };
+    for (job, spec) in graph.jobs.iter().enumerate() {
+        let Some(task) = kinesis.iter_mut().find(|t| t.name == spec.source.name) else { continue };
+        let Some(states) = r.jobs.get(job) else { continue };
+        let positions = task.restored.get_or_insert_with(Vec::new);
+        for state in &states.sources {
+            if let SplitPosition::Kinesis { shards, .. } = &state.position {
+                positions.extend(shards.iter().cloned());
+            }
+        }
+    }
 }
 
 /// What a checkpoint of this config is bound to (see `checkpoint::manifest::Binding`).
@@ -409,7 +454,7 @@ pub fn savepoint(file: &Path, to: &Path) -> Result<(), DaemonError> {
 /// from that savepoint.
 pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError> {
     let prepared = prepare(file)?;
-    let mut graph = build_graph(&prepared)?;
+    let (mut graph, mut kinesis) = build_graph(&prepared)?;
     let mut coordinator = None;
     if from_savepoint.is_some() && prepared.config.checkpoint.is_none() {
         return Err(DaemonError::Config(format!(
@@ -435,8 +480,13 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
             }
         }
     }
-    let graph = Arc::new(graph);
+    // Before any thread starts: every thread inherits the blocked signals, the signal thread takes them.
     install_signal_handlers();
+    restore_kinesis_positions(&graph, &mut kinesis);
+    // Dropped at the end of the run: stops the readers.
+    let _aws =
+        if kinesis.is_empty() { None } else { Some(KinesisService::start(kinesis).map_err(DaemonError::Runtime)?) };
+    let graph = Arc::new(graph);
     tracing::info!(
         "starting {} job(s) on {} shard(s), CPUs {:?}",
         graph.jobs.len(),

@@ -30,6 +30,11 @@ pub enum SplitSpec {
         n_splits: u64,
     },
     File(PathBuf),
+    /// The stream shards of a Kinesis stream that the control thread gives this shard, through `rx`.
+    Kinesis {
+        stream: String,
+        rx: crossbeam_channel::Receiver<crate::kinesis::FromKinesis>,
+    },
 }
 
 /// Everything a shard needs to run one job.

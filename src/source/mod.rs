@@ -2,6 +2,7 @@
 //! spread over shards. A split reads into a batch builder; the shard turns batches into watermarks and rows.
 
 pub mod file;
+pub mod kinesis;
 pub mod nexmark;
 
 use std::fmt;
@@ -30,6 +31,7 @@ impl std::error::Error for SourceError {}
 pub enum Split {
     Nexmark(nexmark::NexmarkSplit),
     File(Box<file::FileSplit>),
+    Kinesis(Box<kinesis::KinesisSplit>),
 }
 
 impl Split {
@@ -37,6 +39,8 @@ impl Split {
         match self {
             Split::Nexmark(s) => s.is_finished(),
             Split::File(s) => s.is_finished(),
+            // A stream has no end.
+            Split::Kinesis(_) => false,
         }
     }
 
@@ -51,6 +55,7 @@ impl Split {
                 let (offset, line) = f.position();
                 SplitPosition::File { path: f.path().display().to_string(), offset, line, finished: f.is_finished() }
             }
+            Split::Kinesis(k) => SplitPosition::Kinesis { stream: k.stream().to_string(), shards: k.positions() },
         }
     }
 }
@@ -63,6 +68,8 @@ pub enum SplitPosition {
     Nexmark { split: u64, n_splits: u64, next: u64 },
     /// A file read up to byte `offset` (just past line `line`); `finished` once wholly read.
     File { path: String, offset: u64, line: u64, finished: bool },
+    /// The stream shards one shard consumed from a Kinesis stream, each with its last sequence number.
+    Kinesis { stream: String, shards: Vec<crate::kinesis::StreamShardPosition> },
 }
 
 /// A split's state in a checkpoint: its position, and the largest event time it had read (so that the

@@ -3,7 +3,8 @@
 //! A split's watermark is the largest event time it has read minus the declared delay. A shard's source
 //! watermark is the minimum over its active splits; a split that read nothing for the idle timeout stops
 //! holding it back (Flink's source idleness) until it reads again; a finished split never does. Across the
-//! exchange, a shard's event time is the minimum over every producer's watermark. Watermarks never go back.
+//! exchange, a shard's event time is the minimum over the producers that are not idle, or, when all are, the
+//! largest of their watermarks (as Flink's watermark valve). Watermarks never go back.
 
 /// Event time meaning "every window may fire": sent when a bounded input ends.
 pub const WATERMARK_END: i64 = i64::MAX;
@@ -128,11 +129,18 @@ impl WatermarkCombiner {
         self.recombine()
     }
 
+    /// The minimum over active inputs; when every input is idle, the maximum over all of them (as Flink's
+    /// watermark valve does: nothing is coming that could be older than what each input already promised, so
+    /// the windows every input has passed may fire).
     fn recombine(&mut self) -> Option<i64> {
-        let min = self.inputs.iter().zip(&self.idle).filter(|(_, idle)| !**idle).map(|(w, _)| *w).min()?;
-        if min > self.combined {
-            self.combined = min;
-            Some(min)
+        let active = self.inputs.iter().zip(&self.idle).filter(|(_, idle)| !**idle).map(|(w, _)| *w).min();
+        let wm = match active {
+            Some(min) => min,
+            None => *self.inputs.iter().max()?,
+        };
+        if wm > self.combined {
+            self.combined = wm;
+            Some(wm)
         } else {
             None
         }
@@ -182,6 +190,19 @@ mod tests {
         assert_eq!(c.update(2, 70), None, "an input back from idle cannot move the watermark back");
         assert_eq!(c.update(2, 120), Some(120));
         assert_eq!(c.current(), 120);
+    }
+
+    /// When every input is idle, the combined watermark is the largest one: an input that went idle behind
+    /// the others does not keep their windows from firing (Flink's valve does the same).
+    #[test]
+    fn when_every_input_is_idle_the_largest_watermark_counts() {
+        let mut c = WatermarkCombiner::new(2);
+        assert_eq!(c.update(0, 10), None);
+        assert_eq!(c.update(1, 50), Some(10));
+        assert_eq!(c.set_idle(1), None, "input 0 is active at 10");
+        assert_eq!(c.set_idle(0), Some(50));
+        assert_eq!(c.update(0, 20), None, "back from idle, behind: nothing goes back");
+        assert_eq!(c.update(0, 60), Some(60), "input 1 is still idle: input 0 alone counts");
     }
 
     #[test]

@@ -1,0 +1,95 @@
+//! A shard's Kinesis split: the records of the stream shards the control thread gave this shard
+//! (`kinesis/`), taken from a bounded channel without waiting, each decoded and validated once as a JSON
+//! object of the source's schema. It tracks, per stream shard, the last sequence number it consumed: the
+//! position a checkpoint records.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+
+use super::BadInput;
+use crate::kinesis::{FromKinesis, KinesisRecord, StreamShardPosition};
+use crate::record::json::JsonDecoder;
+use crate::record::{BatchBuilder, Schema};
+
+pub struct KinesisSplit {
+    stream: String,
+    rx: Receiver<FromKinesis>,
+    decoder: JsonDecoder,
+    /// Records received and not yet decoded, with their stream shard; `None` marks the end of a stream shard
+    /// (it counts as finished only once every record before it was consumed).
+    pending: VecDeque<(Arc<str>, Option<KinesisRecord>)>,
+    positions: BTreeMap<String, StreamShardPosition>,
+}
+
+impl KinesisSplit {
+    pub fn new(stream: &str, rx: Receiver<FromKinesis>, schema: Schema) -> KinesisSplit {
+        KinesisSplit {
+            stream: stream.to_string(),
+            rx,
+            decoder: JsonDecoder::new(schema),
+            pending: VecDeque::new(),
+            positions: BTreeMap::new(),
+        }
+    }
+
+    /// Decodes up to `max` records into `out`; bad ones go to `bad`. Returns the rows added, or the error that
+    /// stopped the source.
+    pub fn read(&mut self, out: &mut BatchBuilder, max: usize, bad: &mut BadInput) -> Result<usize, String> {
+        let mut rows = 0;
+        while rows < max {
+            let Some((stream_shard, record)) = self.pending.pop_front() else {
+                match self.rx.try_recv() {
+                    Ok(msg) => self.take(msg)?,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        return Err("the Kinesis reader stopped (see the error logged before)".into())
+                    }
+                }
+                continue;
+            };
+            let Some(record) = record else {
+                if let Some(p) = self.positions.get_mut(&*stream_shard) {
+                    p.finished = true;
+                }
+                continue;
+            };
+            match self.decoder.decode_into(&record.data, out) {
+                Ok(()) => rows += 1,
+                Err(e) => {
+                    let at = format!("kinesis {}/{stream_shard} sequence number {}", self.stream, record.sequence);
+                    bad.report(&at, 0, &e.0, Some(&record.data));
+                }
+            }
+            if let Some(p) = self.positions.get_mut(&*stream_shard) {
+                p.sequence = Some(record.sequence);
+            }
+        }
+        Ok(rows)
+    }
+
+    fn take(&mut self, msg: FromKinesis) -> Result<(), String> {
+        match msg {
+            FromKinesis::Assigned(p) => {
+                self.positions.insert(p.shard_id.clone(), p);
+            }
+            FromKinesis::Records { stream_shard, records } => {
+                self.pending.extend(records.into_iter().map(|r| (stream_shard.clone(), Some(r))));
+            }
+            FromKinesis::Ended { stream_shard } => self.pending.push_back((stream_shard, None)),
+            FromKinesis::Failed(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// The position of every stream shard this split was given: what a checkpoint records. Records received
+    /// but not decoded yet are not in it (a restored run reads them again).
+    pub fn positions(&self) -> Vec<StreamShardPosition> {
+        self.positions.values().cloned().collect()
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+}

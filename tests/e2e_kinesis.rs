@@ -1,0 +1,242 @@
+//! Kinesis end to end: the real binary reads streams of a real local Kinesis server (kinesis-local, which
+//! `.ci/run` installs and starts on 127.0.0.1) through the real AWS SDK, configured only by the environment
+//! (`AWS_ENDPOINT_URL_KINESIS` and static test credentials), so the daemon has no test-only code.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use common::{canonical_json, read_output_rows, shardflow_bin, write_file, TempDir};
+use serde_json::Value;
+
+/// Records PutRecords takes per call (Kinesis' limit).
+const PUT_BATCH_MAX: usize = 500;
+/// How long a test waits for the output it expects before failing.
+const OUTPUT_TIMEOUT: Duration = Duration::from_secs(90);
+/// First event time of the generated streams: 2026-01-01 00:00:00 UTC.
+const T0_MS: i64 = 1_767_225_600_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
+}
+
+/// The local Kinesis server's client; the server must be running (`.ci/run` starts it).
+fn client(rt: &tokio::runtime::Runtime) -> aws_sdk_kinesis::Client {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL_KINESIS").is_some(),
+        "AWS_ENDPOINT_URL_KINESIS is not set: run the tests through .ci/run, which starts a local Kinesis server"
+    );
+    let cfg = rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
+    aws_sdk_kinesis::Client::new(&cfg)
+}
+
+/// A new stream with `shards` stream shards, ACTIVE; its name is unique to this run and `label`.
+fn create_stream(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, label: &str, shards: i32) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let name = format!("{label}-{}-{}", std::process::id(), nanos % 1_000_000_000);
+    rt.block_on(async {
+        c.create_stream().stream_name(&name).shard_count(shards).send().await.expect("CreateStream");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let d = c.describe_stream_summary().stream_name(&name).send().await.expect("DescribeStreamSummary");
+            if d.stream_description_summary().map(|s| s.stream_status()) == Some(&StreamStatus::Active) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "stream {name} did not become ACTIVE");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    name
+}
+
+/// Puts JSON records, each under its own partition key (spread over the stream shards).
+fn put(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str, records: &[Value]) {
+    rt.block_on(async {
+        for (b, chunk) in records.chunks(PUT_BATCH_MAX).enumerate() {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    PutRecordsRequestEntry::builder()
+                        .data(Blob::new(r.to_string().into_bytes()))
+                        .partition_key(format!("p{}", b * PUT_BATCH_MAX + i))
+                        .build()
+                        .expect("a record")
+                })
+                .collect::<Vec<_>>();
+            let out = c.put_records().stream_name(stream).set_records(Some(entries)).send().await.expect("PutRecords");
+            assert_eq!(out.failed_record_count().unwrap_or(0), 0, "PutRecords failed some records");
+        }
+    });
+}
+
+/// Events `from..to`: five keys, 50 ms apart.
+fn events(from: i64, to: i64) -> Vec<Value> {
+    (from..to).map(|i| serde_json::json!({"k": format!("k{}", i % 5), "v": i, "ts": T0_MS + i * 50})).collect()
+}
+
+/// One record far ahead in event time, so that every window of `events` can fire once the source is idle.
+fn flush_event() -> Value {
+    serde_json::json!({"k": "end", "v": 0, "ts": T0_MS + 100_000})
+}
+
+/// The rows a 10 s tumbling COUNT/SUM per key must write for `events`, for windows the flush event's
+/// watermark passes.
+fn expected(events: &[Value]) -> Vec<String> {
+    let mut groups: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+    for e in events {
+        let ts = e["ts"].as_i64().unwrap();
+        let start = ts - ts.rem_euclid(10_000);
+        let g = groups.entry((e["k"].as_str().unwrap().to_string(), start)).or_default();
+        g.0 += 1;
+        g.1 += e["v"].as_i64().unwrap();
+    }
+    let fmt = |ms: i64| {
+        let s = (ms - T0_MS) / 1000;
+        format!("2026-01-01 00:{:02}:{:02}.000", s / 60, s % 60)
+    };
+    let mut rows: Vec<String> = groups
+        .into_iter()
+        .map(|((k, start), (n, total))| {
+            canonical_json(&serde_json::json!({
+                "k": k, "n": n, "total": total, "window_start": fmt(start), "window_end": fmt(start + 10_000)
+            }))
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn config(dir: &TempDir, stream: &str, checkpoints: bool) -> PathBuf {
+    let checkpoint = if checkpoints { "[checkpoint]\ninterval = \"100ms\"\n" } else { "" };
+    let text = format!(
+        r#"[runtime]
+cores = 2
+state_dir = "state"
+
+{checkpoint}
+[sources.ev]
+connector = "kinesis"
+stream = "{stream}"
+start = "TRIM_HORIZON"
+schema = "k VARCHAR, v BIGINT, ts TIMESTAMP(3)"
+watermark = "ts - INTERVAL '1' SECOND"
+idle_timeout = "1s"
+
+[sinks.out]
+connector = "file"
+path = "out"
+
+[[jobs]]
+name = "counts"
+sql = """
+INSERT INTO out
+SELECT k, COUNT(*) AS n, SUM(v) AS total, window_start, window_end
+FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+GROUP BY k, window_start, window_end
+"""
+"#
+    );
+    let path = dir.join("job.toml");
+    write_file(&path, text.as_bytes());
+    path
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the run log");
+    Command::new(shardflow_bin())
+        .args(["run", "-c"])
+        .arg(config)
+        .current_dir(config.parent().unwrap())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start shardflow")
+}
+
+/// Sorted canonical rows of the sink's committed output.
+fn rows(dir: &Path) -> Vec<String> {
+    let mut r: Vec<String> = read_output_rows(dir).iter().map(canonical_json).collect();
+    r.sort();
+    r
+}
+
+/// Waits until the committed output holds `want` rows (or more), or fails with the run log.
+fn wait_for_rows(out: &Path, want: usize, child: &mut Child, log: &Path, dir: &TempDir) {
+    let deadline = Instant::now() + OUTPUT_TIMEOUT;
+    while rows(out).len() < want {
+        if let Some(status) = child.try_wait().unwrap() {
+            dir.keep();
+            panic!("shardflow exited ({status}) early; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            dir.keep();
+            panic!(
+                "{} of {want} rows after {OUTPUT_TIMEOUT:?}; log:\n{}",
+                rows(out).len(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sigterm_and_wait(child: &mut Child) -> i32 {
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    child.wait().expect("reap shardflow").code().unwrap_or(-1)
+}
+
+#[test]
+fn windows_over_a_kinesis_stream_are_written_to_a_file_sink() {
+    let rt = runtime();
+    let c = client(&rt);
+    let stream = create_stream(&rt, &c, "windows", 2);
+    let input = events(0, 1000);
+    put(&rt, &c, &stream, &input);
+    put(&rt, &c, &stream, &[flush_event()]);
+    let dir = TempDir::new("kinesis-windows");
+    let cfg = config(&dir, &stream, true);
+    let log = dir.join("run.log");
+    let want = expected(&input);
+    let mut child = spawn(&cfg, &log);
+    wait_for_rows(&dir.join("out"), want.len(), &mut child, &log, &dir);
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    assert_eq!(rows(&dir.join("out")), want);
+}
+
+/// SIGKILL mid-stream, more records, a restart: the run resumes after the last sequence number each stream
+/// shard's consumer had checkpointed, and the file sink's output is exactly the expected windows.
+#[test]
+fn killed_and_restarted_a_kinesis_job_writes_every_window_once() {
+    let rt = runtime();
+    let c = client(&rt);
+    let stream = create_stream(&rt, &c, "restart", 2);
+    let first = events(0, 600);
+    put(&rt, &c, &stream, &first);
+    let dir = TempDir::new("kinesis-restart");
+    let cfg = config(&dir, &stream, true);
+    let log = dir.join("run.log");
+    let mut child = spawn(&cfg, &log);
+    // Windows of the first 600 events fire once the source goes idle: wait for some output, then kill.
+    wait_for_rows(&dir.join("out"), 5, &mut child, &log, &dir);
+    child.kill().expect("SIGKILL shardflow");
+    child.wait().expect("reap shardflow");
+    let second = events(600, 1000);
+    put(&rt, &c, &stream, &second);
+    put(&rt, &c, &stream, &[flush_event()]);
+    let all: Vec<Value> = first.into_iter().chain(second).collect();
+    let want = expected(&all);
+    let mut child = spawn(&cfg, &log);
+    wait_for_rows(&dir.join("out"), want.len(), &mut child, &log, &dir);
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("restored checkpoint"), "the restart restored no checkpoint:\n{text}");
+    assert_eq!(rows(&dir.join("out")), want);
+}
