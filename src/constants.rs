@@ -149,3 +149,22 @@ pub const KINESIS_RETRY_MAX_MS: u64 = 5_000;
 /// GetRecords results that may wait between the control thread and one shard, per source: enough to keep the
 /// shard busy while the next calls are in flight, bounded so a slow shard holds back its readers.
 pub const KINESIS_CHANNEL_BATCHES: usize = 64;
+
+/// Records and bytes of one PutRecords call: Kinesis' limits (500 records, 5 MiB).
+pub const KINESIS_PUT_RECORDS_MAX: usize = 500;
+pub const KINESIS_PUT_BYTES_MAX: usize = 5 << 20;
+
+/// Largest record (data and partition key) Kinesis stores: 1 MiB. A larger output row is bad output,
+/// counted and logged, never sent.
+pub const KINESIS_RECORD_BYTES_MAX: usize = 1 << 20;
+
+/// How long a Kinesis sink writer waits for more records before it sends a partial PutRecords batch: short,
+/// since the latency of every record in the batch grows by it.
+pub const KINESIS_PUT_LINGER_MS: u64 = 5;
+
+/// Record batches that may wait between one shard and its Kinesis sink writer: when they are all waiting,
+/// the shard waits too (backpressure).
+pub const KINESIS_SINK_CHANNEL_BATCHES: usize = 16;
+
+/// Rows a shard gathers before it hands them to its Kinesis sink writer (one PutRecords call's worth).
+pub const KINESIS_SINK_BATCH_ROWS: usize = 500;

@@ -13,12 +13,13 @@ use crate::checkpoint::manifest::{Binding, JobBinding, RunState, FORMAT_VERSION}
 use crate::checkpoint::recovery::{recover, recover_savepoint, RecoveryError};
 use crate::checkpoint::{CheckpointControl, Coordinator, ShardAck, ShardRestore};
 use crate::config::{Config, SinkConnector, SourceConnector};
-use crate::constants::{KINESIS_CHANNEL_BATCHES, METRICS_REPORT_INTERVAL_MS};
+use crate::constants::{KINESIS_CHANNEL_BATCHES, KINESIS_SINK_CHANNEL_BATCHES, METRICS_REPORT_INTERVAL_MS};
+use crate::kinesis::sink::SinkTask;
 use crate::kinesis::{KinesisService, SourceTask};
 use crate::metrics::{report_line, JobMetrics, JobSnapshot};
 use crate::queue::Exchange;
 use crate::shard::routing::RoutingTable;
-use crate::shard::{JobGraph, JobSpec, SplitSpec};
+use crate::shard::{JobGraph, JobSpec, KinesisSinkSpec, SplitSpec};
 use crate::sink::file::settle_parts;
 use crate::source::SplitPosition;
 use crate::sql::plan::TableInfo;
@@ -208,12 +209,13 @@ fn install_signal_handlers() {
 
 /// The job graph, and the Kinesis sources the control thread must read for it (started once the restored
 /// positions are known).
-fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>), DaemonError> {
+fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>, Vec<SinkTask>), DaemonError> {
     let c = &p.config;
     let n = c.runtime.cores;
     let mut tables_by_seed = BTreeMap::new();
     let mut jobs = Vec::new();
     let mut kinesis = Vec::new();
+    let mut kinesis_sinks = Vec::new();
     for job in &p.jobs {
         let source = c.sources[&job.plan.source].clone();
         let mut splits = vec![Vec::new(); n];
@@ -249,14 +251,35 @@ fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>), DaemonError>
         }
         let sink = c.sinks[&job.plan.sink].clone();
         let dead_letter = source.dead_letter.as_ref().map(|d| c.sinks[d].clone());
-        for s in std::iter::once(&sink).chain(dead_letter.iter()) {
-            if let SinkConnector::Kinesis { .. } = &s.connector {
-                return Err(DaemonError::Config(format!(
-                    "{}: sinks.{}: the kinesis sink is not implemented yet; write to a \"file\" sink",
-                    c.file.display(),
-                    s.name
-                )));
+        if let Some(SinkConnector::Kinesis { .. }) = dead_letter.as_ref().map(|d| &d.connector) {
+            return Err(DaemonError::Config(format!(
+                "{}: sources.{}.dead_letter: a Kinesis sink cannot take dead letters yet; use a \"file\" sink",
+                c.file.display(),
+                source.name
+            )));
+        }
+        let mut kinesis_sink = None;
+        if let SinkConnector::Kinesis { at, partition_key } = &sink.connector {
+            let schema = &job.plan.out_schema;
+            let key_col =
+                schema.fields.iter().position(|f| f.name.eq_ignore_ascii_case(partition_key)).ok_or_else(|| {
+                    let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+                    DaemonError::Config(format!(
+                        "{}: sinks.{}.partition_key: `{partition_key}` is not a column of job {}'s output ({})",
+                        c.file.display(),
+                        sink.name,
+                        job.name,
+                        names.join(", ")
+                    ))
+                })?;
+            let (mut txs, mut rxs) = (Vec::new(), Vec::new());
+            for _ in 0..n {
+                let (tx, rx) = tokio::sync::mpsc::channel(KINESIS_SINK_CHANNEL_BATCHES);
+                txs.push(tx);
+                rxs.push(rx);
             }
+            kinesis_sinks.push(SinkTask { name: sink.name.clone(), at: at.clone(), from_shards: rxs });
+            kinesis_sink = Some(KinesisSinkSpec { key_col, to_writers: txs });
         }
         for s in std::iter::once(&sink).chain(dead_letter.iter()) {
             if let SinkConnector::File { path } = &s.connector {
@@ -281,6 +304,7 @@ fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>), DaemonError>
             splits,
             nexmark_tables,
             metrics,
+            kinesis_sink,
         });
     }
     let graph = JobGraph {
@@ -292,7 +316,7 @@ fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>), DaemonError>
         stop: &STOP,
         checkpoints: None,
     };
-    Ok((graph, kinesis))
+    Ok((graph, kinesis, kinesis_sinks))
 }
 
 /// Gives each Kinesis source the positions of its stream shards in the restored checkpoint, if any.
@@ -454,7 +478,7 @@ pub fn savepoint(file: &Path, to: &Path) -> Result<(), DaemonError> {
 /// from that savepoint.
 pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError> {
     let prepared = prepare(file)?;
-    let (mut graph, mut kinesis) = build_graph(&prepared)?;
+    let (mut graph, mut kinesis, kinesis_sinks) = build_graph(&prepared)?;
     let mut coordinator = None;
     if from_savepoint.is_some() && prepared.config.checkpoint.is_none() {
         return Err(DaemonError::Config(format!(
@@ -483,9 +507,12 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
     // Before any thread starts: every thread inherits the blocked signals, the signal thread takes them.
     install_signal_handlers();
     restore_kinesis_positions(&graph, &mut kinesis);
-    // Dropped at the end of the run: stops the readers.
-    let _aws =
-        if kinesis.is_empty() { None } else { Some(KinesisService::start(kinesis).map_err(DaemonError::Runtime)?) };
+    // Dropped at the end of the run, after the shards closed their sinks: stops the readers and writers.
+    let _aws = if kinesis.is_empty() && kinesis_sinks.is_empty() {
+        None
+    } else {
+        Some(KinesisService::start(kinesis, kinesis_sinks).map_err(DaemonError::Runtime)?)
+    };
     let graph = Arc::new(graph);
     tracing::info!(
         "starting {} job(s) on {} shard(s), CPUs {:?}",

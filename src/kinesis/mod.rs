@@ -10,8 +10,12 @@
 //! ended. Positions (the last sequence number the shard consumed) come back in checkpoints; a restored run
 //! resumes AFTER_SEQUENCE_NUMBER.
 //!
+//! Sink side: `sink.rs`.
+//!
 //! Credentials and region come from the AWS default provider chain; the endpoint from the config's
 //! `endpoint` key, or `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL` (the SDK reads them).
+
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,8 +83,8 @@ pub struct KinesisService {
 }
 
 impl KinesisService {
-    /// Starts reading `sources` on a thread of its own.
-    pub fn start(sources: Vec<SourceTask>) -> Result<KinesisService, String> {
+    /// Starts reading `sources` and writing `sinks` on a thread of its own.
+    pub fn start(sources: Vec<SourceTask>, sinks: Vec<sink::SinkTask>) -> Result<KinesisService, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -94,6 +98,13 @@ impl KinesisService {
                     let mut tasks = tokio::task::JoinSet::new();
                     for s in sources {
                         tasks.spawn(run_source(s, flag.clone()));
+                    }
+                    for s in sinks {
+                        let c = client(&s.at).await;
+                        let stream = Stream::new(&s.at.stream);
+                        for rx in s.from_shards {
+                            tasks.spawn(sink::run_writer(c.clone(), s.name.clone(), stream.clone(), rx, flag.clone()));
+                        }
                     }
                     while tasks.join_next().await.is_some() {}
                 });
@@ -126,14 +137,14 @@ pub async fn client(at: &KinesisEndpoint) -> Client {
 
 /// A stream named by name or ARN, as the API's requests take it.
 #[derive(Clone)]
-struct Stream {
+pub(crate) struct Stream {
     name: Option<String>,
     arn: Option<String>,
     label: String,
 }
 
 impl Stream {
-    fn new(s: &str) -> Stream {
+    pub(crate) fn new(s: &str) -> Stream {
         if s.starts_with("arn:") {
             Stream { name: None, arn: Some(s.to_string()), label: s.to_string() }
         } else {
@@ -152,7 +163,7 @@ struct Listed {
 
 /// Whether an error is worth retrying: throttling, limits, expired credentials being refreshed, the server
 /// or the network failing for a moment.
-fn retryable<E: ProvideErrorMetadata + std::error::Error + 'static, R>(e: &SdkError<E, R>) -> bool {
+pub(crate) fn retryable<E: ProvideErrorMetadata + std::error::Error + 'static, R>(e: &SdkError<E, R>) -> bool {
     match e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         SdkError::ServiceError(s) => matches!(
@@ -172,7 +183,7 @@ fn retryable<E: ProvideErrorMetadata + std::error::Error + 'static, R>(e: &SdkEr
 }
 
 /// Bounded, jittered exponential backoff: the delay before retry `attempt` (0-based).
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let cap = KINESIS_RETRY_BASE_MS.saturating_mul(1 << attempt.min(16)).min(KINESIS_RETRY_MAX_MS);
     // Full jitter: a uniform delay in [cap/2, cap], from the clock's low bits (no RNG needed for this).
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());

@@ -26,6 +26,7 @@ use crate::operator::window_agg::WindowAggregator;
 use crate::queue::{Doorbell, Message, ShardId};
 use crate::record::{BatchBuf, BatchBuilder, DataType};
 use crate::sink::file::FileSinkWriter;
+use crate::sink::kinesis::KinesisSinkWriter;
 use crate::sink::SinkWriter;
 use crate::source::file::FileSplit;
 use crate::source::kinesis::KinesisSplit;
@@ -166,7 +167,7 @@ fn sink_writer(
         crate::config::SinkConnector::Stdout => SinkWriter::stdout(schema),
         crate::config::SinkConnector::Blackhole => SinkWriter::Blackhole,
         crate::config::SinkConnector::Kinesis { .. } => {
-            unreachable!("the daemon refuses Kinesis sinks before any shard starts")
+            unreachable!("a job's Kinesis sink comes with its JobSpec; the daemon refuses Kinesis dead-letter sinks")
         }
     }
 }
@@ -342,7 +343,16 @@ impl ShardTask {
             source_rows: BatchBuilder::new(&spec.source.schema.types()),
             bad: BadInput::new(&spec.source.name, spec.metrics.bad_records.clone(), spec.dead_letter.is_some()),
             dead_letter,
-            sink: Some(sink_writer(&spec.sink, &spec.name, id.idx(), &plan.out_schema, epoch)),
+            sink: Some(match &spec.kinesis_sink {
+                Some(k) => SinkWriter::Kinesis(Box::new(KinesisSinkWriter::new(
+                    &spec.sink.name,
+                    &plan.out_schema,
+                    k.key_col,
+                    k.to_writers[id.idx()].clone(),
+                    spec.metrics.bad_records.clone(),
+                ))),
+                None => sink_writer(&spec.sink, &spec.name, id.idx(), &plan.out_schema, epoch),
+            }),
             out: Pending::new(&plan.out_schema.types()),
             window,
             input_ended: false,
@@ -508,9 +518,9 @@ impl ShardTask {
         let blob = enc.finish(epoch);
         let encode = encoding.elapsed();
         let mut rolls = Vec::new();
-        for j in &mut self.jobs {
+        for (j, spec) in self.jobs.iter_mut().zip(&self.graph.jobs) {
             for sink in j.sink.iter_mut().chain(j.dead_letter.iter_mut()) {
-                rolls.extend(sink.roll(epoch));
+                rolls.extend(sink.roll(epoch).await.map_err(|e| format!("job {}: {e}", spec.name))?);
             }
         }
         let c = self.ckpt.as_mut().expect("checkpoints are on");

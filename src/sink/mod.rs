@@ -6,8 +6,10 @@
 //!   are committed only when the checkpoint of their epoch completes: exactly-once output (see `file.rs`).
 //! - `stdout`: JSON lines on standard output.
 //! - `blackhole`: counts rows and discards them (for benchmarks).
+//! - `kinesis`: a record per row, written by the control thread; at least once (see `kinesis.rs`).
 
 pub mod file;
+pub mod kinesis;
 
 use std::fmt;
 use std::io::Write;
@@ -33,6 +35,7 @@ pub enum SinkWriter {
     File(Box<file::FileSinkWriter>),
     Stdout { encoder: JsonEncoder, buf: Vec<u8> },
     Blackhole,
+    Kinesis(Box<kinesis::KinesisSinkWriter>),
 }
 
 impl SinkWriter {
@@ -60,19 +63,21 @@ impl SinkWriter {
                 std::hint::black_box(view.n_rows());
                 Ok(())
             }
+            SinkWriter::Kinesis(k) => k.write(view).await,
         }
     }
 
     /// Checkpoint barrier `epoch`: returns the work that makes this epoch's output durable (awaited before
     /// the shard acknowledges), if the sink has any. Stdout and blackhole output is not held back: at least
     /// once.
-    pub fn roll(
+    pub async fn roll(
         &mut self,
         epoch: u64,
-    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>>>>> {
+    ) -> Result<Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>>>>>, SinkError> {
         match self {
-            SinkWriter::File(f) => f.roll(epoch).map(|w| Box::pin(w) as _),
-            _ => None,
+            SinkWriter::File(f) => Ok(f.roll(epoch).map(|w| Box::pin(w) as _)),
+            SinkWriter::Kinesis(k) => Ok(Some(Box::pin(k.flush().await?) as _)),
+            _ => Ok(None),
         }
     }
 
@@ -88,6 +93,7 @@ impl SinkWriter {
     pub async fn close(self) -> Result<(), SinkError> {
         match self {
             SinkWriter::File(f) => f.close().await,
+            SinkWriter::Kinesis(mut k) => k.flush().await?.await,
             _ => Ok(()),
         }
     }
