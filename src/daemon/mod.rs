@@ -508,7 +508,7 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
     install_signal_handlers();
     restore_kinesis_positions(&graph, &mut kinesis);
     // Dropped at the end of the run, after the shards closed their sinks: stops the readers and writers.
-    let _aws = if kinesis.is_empty() && kinesis_sinks.is_empty() {
+    let aws = if kinesis.is_empty() && kinesis_sinks.is_empty() {
         None
     } else {
         Some(KinesisService::start(kinesis, kinesis_sinks).map_err(DaemonError::Runtime)?)
@@ -565,6 +565,9 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
                 *p = snap;
             }
             if let Some(line) = coordinator.as_ref().and_then(Coordinator::report_line) {
+                tracing::info!("{line}");
+            }
+            for line in aws.iter().flat_map(KinesisService::report_lines) {
                 tracing::info!("{line}");
             }
             last = now;

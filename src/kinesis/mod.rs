@@ -76,10 +76,21 @@ pub struct SourceTask {
     pub restored: Option<Vec<StreamShardPosition>>,
 }
 
+/// Per stream shard read: records read and how far behind the stream's tip the last GetRecords call was.
+#[derive(Debug, Default)]
+pub struct ReaderStats {
+    pub records: std::sync::atomic::AtomicU64,
+    pub millis_behind: std::sync::atomic::AtomicI64,
+}
+
+/// Every reader's stats, by (source, stream shard).
+pub type ReaderMetrics = std::sync::Mutex<BTreeMap<(String, String), Arc<ReaderStats>>>;
+
 /// The control thread's Kinesis work; stops (and joins its thread) when dropped.
 pub struct KinesisService {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    metrics: Arc<ReaderMetrics>,
 }
 
 impl KinesisService {
@@ -91,13 +102,15 @@ impl KinesisService {
             .build()
             .map_err(|e| format!("cannot start the AWS runtime: {e}"))?;
         let flag = stop.clone();
+        let metrics: Arc<ReaderMetrics> = Arc::default();
+        let readers = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("aws".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     let mut tasks = tokio::task::JoinSet::new();
                     for s in sources {
-                        tasks.spawn(run_source(s, flag.clone()));
+                        tasks.spawn(run_source(s, flag.clone(), readers.clone()));
                     }
                     for s in sinks {
                         let c = client(&s.at).await;
@@ -110,7 +123,21 @@ impl KinesisService {
                 });
             })
             .map_err(|e| format!("cannot start the AWS thread: {e}"))?;
-        Ok(KinesisService { stop, thread: Some(thread) })
+        Ok(KinesisService { stop, thread: Some(thread), metrics })
+    }
+
+    /// One line per stream shard read: records read, and milliseconds behind the stream's tip.
+    pub fn report_lines(&self) -> Vec<String> {
+        let m = self.metrics.lock().expect("reader metrics lock");
+        m.iter()
+            .map(|((source, shard), s)| {
+                format!(
+                    "source {source}: stream shard {shard}: {} records read, {} ms behind latest",
+                    s.records.load(Ordering::Relaxed),
+                    s.millis_behind.load(Ordering::Relaxed)
+                )
+            })
+            .collect()
     }
 }
 
@@ -244,7 +271,7 @@ struct Tracked {
 }
 
 /// Reads one source until stopped: discovers stream shards, starts their readers in lineage order.
-async fn run_source(task: SourceTask, stop: Arc<AtomicBool>) {
+async fn run_source(task: SourceTask, stop: Arc<AtomicBool>, metrics: Arc<ReaderMetrics>) {
     let fail = |msg: String| {
         tracing::error!("source {}: {msg}", task.name);
         for tx in &task.to_shards {
@@ -319,13 +346,14 @@ async fn run_source(task: SourceTask, stop: Arc<AtomicBool>) {
                 }));
             }
             tracing::info!("source {}: reading stream shard {id} of {} on shard {}", task.name, stream.label, t.shard);
+            let stats = Arc::new(ReaderStats::default());
+            metrics.lock().expect("reader metrics lock").insert((task.name.clone(), id.clone()), stats.clone());
             readers.spawn(read_stream_shard(
                 client.clone(),
                 stream.clone(),
                 id,
                 start,
-                tx,
-                ended_tx.clone(),
+                Channel { tx, ended: ended_tx.clone(), stats },
                 stop.clone(),
             ));
         }
@@ -356,15 +384,22 @@ async fn run_source(task: SourceTask, stop: Arc<AtomicBool>) {
 
 /// Reads one stream shard from `start` to its end (or until stopped), sending its records to `tx`. Reports
 /// the end (or a fatal error) on `ended`.
+/// Where a reader sends: its shard's channel, the source's end-of-stream-shard notices, its stats.
+struct Channel {
+    tx: Sender<FromKinesis>,
+    ended: tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>,
+    stats: Arc<ReaderStats>,
+}
+
 async fn read_stream_shard(
     client: Client,
     stream: Stream,
     id: String,
     start: StartAt,
-    tx: Sender<FromKinesis>,
-    ended: tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>,
+    to: Channel,
     stop: Arc<AtomicBool>,
 ) {
+    let Channel { tx, ended, stats } = to;
     let shard_name: Arc<str> = Arc::from(id.as_str());
     let mut last: Option<String> = match &start {
         StartAt::After(s) => Some(s.clone()),
@@ -431,6 +466,8 @@ async fn read_stream_shard(
                     })
                     .collect();
                 let got = records.len();
+                stats.records.fetch_add(got as u64, Ordering::Relaxed);
+                stats.millis_behind.store(out.millis_behind_latest().unwrap_or(0), Ordering::Relaxed);
                 if let Some(r) = records.last() {
                     last = Some(r.sequence.clone());
                 }
