@@ -39,18 +39,8 @@ fn client(rt: &tokio::runtime::Runtime) -> aws_sdk_kinesis::Client {
 fn create_stream(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, label: &str, shards: i32) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let name = format!("{label}-{}-{}", std::process::id(), nanos % 1_000_000_000);
-    rt.block_on(async {
-        c.create_stream().stream_name(&name).shard_count(shards).send().await.expect("CreateStream");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let d = c.describe_stream_summary().stream_name(&name).send().await.expect("DescribeStreamSummary");
-            if d.stream_description_summary().map(|s| s.stream_status()) == Some(&StreamStatus::Active) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "stream {name} did not become ACTIVE");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    rt.block_on(c.create_stream().stream_name(&name).shard_count(shards).send()).expect("CreateStream");
+    wait_active(rt, c, &name);
     name
 }
 
@@ -369,4 +359,162 @@ fn killed_and_restarted_a_kinesis_sink_loses_nothing() {
         want.len(),
         got.len() - want.len()
     );
+}
+
+/// Puts records with their key as partition key, so that each key lives in one stream shard at a time.
+fn put_keyed(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str, records: &[Value]) {
+    rt.block_on(async {
+        for chunk in records.chunks(PUT_BATCH_MAX) {
+            let entries = chunk
+                .iter()
+                .map(|r| {
+                    PutRecordsRequestEntry::builder()
+                        .data(Blob::new(r.to_string().into_bytes()))
+                        .partition_key(r["k"].as_str().unwrap())
+                        .build()
+                        .expect("a record")
+                })
+                .collect::<Vec<_>>();
+            let out = c.put_records().stream_name(stream).set_records(Some(entries)).send().await.expect("PutRecords");
+            assert_eq!(out.failed_record_count().unwrap_or(0), 0, "PutRecords failed some records");
+        }
+    });
+}
+
+fn wait_active(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str) {
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let d = c.describe_stream_summary().stream_name(stream).send().await.expect("DescribeStreamSummary");
+            if d.stream_description_summary().map(|s| s.stream_status()) == Some(&StreamStatus::Active) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "stream {stream} did not become ACTIVE");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// Records `from..to` of 20 keys, each key's `seq` counting up.
+fn keyed_events(from: i64, to: i64) -> Vec<Value> {
+    (from..to).map(|i| serde_json::json!({"k": format!("key{}", i % 20), "seq": i, "ts": T0_MS + i})).collect()
+}
+
+/// The committed part files of a sink directory in write order: by shard, then epoch, then sequence.
+fn parts_in_order(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut parts: Vec<((u64, u64, u64), PathBuf)> = std::fs::read_dir(dir)
+        .expect("the sink directory")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            // part-<writer>-<shard>-e<epoch>-<seq>.json
+            let stem = name.strip_prefix("part-")?.strip_suffix(".json")?;
+            let mut fields = stem.rsplitn(4, '-');
+            let seq = fields.next()?.parse().ok()?;
+            let epoch = fields.next()?.strip_prefix('e')?.parse().ok()?;
+            let shard = fields.next()?.parse().ok()?;
+            Some(((shard, epoch, seq), e.path()))
+        })
+        .collect();
+    parts.sort();
+    parts.into_iter().map(|((shard, _, _), p)| (shard, p)).collect()
+}
+
+/// A stream shard split and then merged while the job runs: no record lost or duplicated, and each key's
+/// records come out in the order they were put (children are read after their parents, on their shard).
+#[test]
+fn a_split_and_a_merge_while_running_lose_nothing_and_keep_each_keys_order() {
+    let rt = runtime();
+    let c = client(&rt);
+    let stream = create_stream(&rt, &c, "reshard", 2);
+    let dir = TempDir::new("kinesis-reshard");
+    let text = format!(
+        r#"[runtime]
+cores = 2
+state_dir = "state"
+
+[checkpoint]
+interval = "100ms"
+
+[sources.ev]
+connector = "kinesis"
+stream = "{stream}"
+start = "TRIM_HORIZON"
+schema = "k VARCHAR, seq BIGINT, ts TIMESTAMP(3)"
+
+[sinks.out]
+connector = "file"
+path = "out"
+
+[[jobs]]
+name = "copy"
+sql = "INSERT INTO out SELECT k, seq FROM ev"
+"#
+    );
+    let cfg = dir.join("job.toml");
+    write_file(&cfg, text.as_bytes());
+    let log = dir.join("run.log");
+    let mut child = spawn(&cfg, &log);
+    put_keyed(&rt, &c, &stream, &keyed_events(0, 300));
+    wait_for_rows(&dir.join("out"), 300, &mut child, &log, &dir);
+    // Split the first stream shard at the middle of its hash key range.
+    let (first, start, end) = rt.block_on(async {
+        let shards = c.list_shards().stream_name(&stream).send().await.expect("ListShards");
+        let s = &shards.shards()[0];
+        let r = s.hash_key_range().expect("a hash key range");
+        (
+            s.shard_id().to_string(),
+            r.starting_hash_key().parse::<u128>().unwrap(),
+            r.ending_hash_key().parse::<u128>().unwrap(),
+        )
+    });
+    let middle = start + (end - start) / 2;
+    rt.block_on(
+        c.split_shard().stream_name(&stream).shard_to_split(&first).new_starting_hash_key(middle.to_string()).send(),
+    )
+    .expect("SplitShard");
+    wait_active(&rt, &c, &stream);
+    put_keyed(&rt, &c, &stream, &keyed_events(300, 600));
+    wait_for_rows(&dir.join("out"), 600, &mut child, &log, &dir);
+    // Merge the two children back.
+    let children: Vec<String> = rt.block_on(async {
+        let shards = c.list_shards().stream_name(&stream).send().await.expect("ListShards");
+        shards
+            .shards()
+            .iter()
+            .filter(|s| s.parent_shard_id() == Some(first.as_str()))
+            .map(|s| s.shard_id().to_string())
+            .collect()
+    });
+    assert_eq!(children.len(), 2, "the split made two children: {children:?}");
+    rt.block_on(
+        c.merge_shards().stream_name(&stream).shard_to_merge(&children[0]).adjacent_shard_to_merge(&children[1]).send(),
+    )
+    .expect("MergeShards");
+    wait_active(&rt, &c, &stream);
+    put_keyed(&rt, &c, &stream, &keyed_events(600, 900));
+    wait_for_rows(&dir.join("out"), 900, &mut child, &log, &dir);
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    // Nothing lost, nothing twice.
+    let mut seqs: Vec<i64> = read_output_rows(&dir.join("out")).iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..900).collect::<Vec<_>>());
+    // Each key on one shard, its records in put order.
+    let mut last: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+    let mut checked = 0;
+    for (shard, part) in parts_in_order(&dir.join("out")) {
+        for line in std::fs::read_to_string(&part).unwrap().lines() {
+            checked += 1;
+            let row: Value = serde_json::from_str(line).unwrap();
+            let (k, seq) = (row["k"].as_str().unwrap().to_string(), row["seq"].as_i64().unwrap());
+            if let Some((s, prev)) = last.get(&k) {
+                assert_eq!(*s, shard, "key {k} was read on two shards");
+                assert!(seq > *prev, "key {k}: seq {seq} after {prev} ({})", part.display());
+            }
+            last.insert(k, (shard, seq));
+        }
+    }
+    assert_eq!(checked, 900, "every row's order was checked");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.matches("reading stream shard").count() >= 5, "children were not read:\n{text}");
 }

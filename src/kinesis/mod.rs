@@ -50,9 +50,11 @@ pub enum FromKinesis {
         stream_shard: Arc<str>,
         records: Vec<KinesisRecord>,
     },
-    /// The stream shard was closed (split or merged) and every record of it was sent.
+    /// The stream shard was closed (split or merged) and every record of it was sent; the shard sets
+    /// `consumed` once it has taken them all (its children may then start).
     Ended {
         stream_shard: Arc<str>,
+        consumed: Arc<AtomicBool>,
     },
     /// The source cannot go on (the stream is gone, access denied, ...): the job stops with this error.
     Failed(String),
@@ -267,7 +269,15 @@ struct Tracked {
     shard: usize,
     /// Where reading starts; `None` once a reader was started.
     start: Option<StartAt>,
-    ended: bool,
+    /// Set by the consuming shard once it has taken every record of the stream shard (its end marker):
+    /// only then may a child start, so that a key's records are consumed in lineage order.
+    consumed: Arc<AtomicBool>,
+}
+
+impl Tracked {
+    fn ended(&self) -> bool {
+        self.consumed.load(Ordering::Acquire)
+    }
 }
 
 /// Reads one source until stopped: discovers stream shards, starts their readers in lineage order.
@@ -284,7 +294,7 @@ async fn run_source(task: SourceTask, stop: Arc<AtomicBool>, metrics: Arc<Reader
     let restored: BTreeMap<String, StreamShardPosition> =
         task.restored.iter().flatten().map(|p| (p.shard_id.clone(), p.clone())).collect();
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
-    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Option<String>)>();
+    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let mut readers = tokio::task::JoinSet::new();
     let mut first_listing = true;
     let mut next_round_robin = 0;
@@ -319,7 +329,8 @@ async fn run_source(task: SourceTask, stop: Arc<AtomicBool>, metrics: Arc<Reader
                     if let Some(p) = restored.get(&s.id) {
                         let _ = task.to_shards[shard].send(FromKinesis::Assigned(p.clone()));
                     }
-                    tracked.insert(s.id.clone(), Tracked { parents: s.parents, shard, start, ended });
+                    let consumed = Arc::new(AtomicBool::new(ended));
+                    tracked.insert(s.id.clone(), Tracked { parents: s.parents, shard, start, consumed });
                 }
                 first_listing = false;
             }
@@ -331,7 +342,7 @@ async fn run_source(task: SourceTask, stop: Arc<AtomicBool>, metrics: Arc<Reader
         // Start every stream shard whose parents have all ended (or are unknown: expired past retention).
         let ready: Vec<String> = tracked
             .iter()
-            .filter(|(_, t)| t.start.is_some() && t.parents.iter().all(|p| tracked.get(p).is_none_or(|t| t.ended)))
+            .filter(|(_, t)| t.start.is_some() && t.parents.iter().all(|p| tracked.get(p).is_none_or(Tracked::ended)))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ready {
@@ -353,28 +364,26 @@ async fn run_source(task: SourceTask, stop: Arc<AtomicBool>, metrics: Arc<Reader
                 stream.clone(),
                 id,
                 start,
-                Channel { tx, ended: ended_tx.clone(), stats },
+                Channel { tx, failed: ended_tx.clone(), stats, consumed: t.consumed.clone() },
                 stop.clone(),
             ));
         }
-        // Until the next listing: note ended stream shards (their children may start) and failed readers.
+        // Until the next listing, or until a stream shard with a waiting child was consumed to its end (list
+        // again at once: the child is listed by then); a failed reader stops the source.
         let deadline = tokio::time::Instant::now() + Duration::from_millis(KINESIS_DISCOVERY_INTERVAL_MS);
+        let waiting: Vec<Arc<AtomicBool>> =
+            tracked.values().filter(|t| !t.ended() && t.start.is_none()).map(|t| t.consumed.clone()).collect();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = tokio::time::sleep(Duration::from_millis(KINESIS_POLL_INTERVAL_MS)) => {
-                    if stop.load(Ordering::Relaxed) { break }
+                    if stop.load(Ordering::Relaxed) || waiting.iter().any(|c| c.load(Ordering::Acquire)) {
+                        break;
+                    }
                 }
-                Some((id, error)) = ended_rx.recv() => {
-                    if let Some(e) = error {
-                        fail(e);
-                        return;
-                    }
-                    if let Some(t) = tracked.get_mut(&id) {
-                        t.ended = true;
-                    }
-                    // A child may be ready now: list again at once (the child is listed by then).
-                    break;
+                Some((_, error)) = ended_rx.recv() => {
+                    fail(error);
+                    return;
                 }
             }
         }
@@ -384,11 +393,13 @@ async fn run_source(task: SourceTask, stop: Arc<AtomicBool>, metrics: Arc<Reader
 
 /// Reads one stream shard from `start` to its end (or until stopped), sending its records to `tx`. Reports
 /// the end (or a fatal error) on `ended`.
-/// Where a reader sends: its shard's channel, the source's end-of-stream-shard notices, its stats.
+/// Where a reader sends: its shard's channel, the source's error channel, its stats, and the flag the shard
+/// sets once it consumed the stream shard's end.
 struct Channel {
     tx: Sender<FromKinesis>,
-    ended: tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>,
+    failed: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     stats: Arc<ReaderStats>,
+    consumed: Arc<AtomicBool>,
 }
 
 async fn read_stream_shard(
@@ -399,7 +410,7 @@ async fn read_stream_shard(
     to: Channel,
     stop: Arc<AtomicBool>,
 ) {
-    let Channel { tx, ended, stats } = to;
+    let Channel { tx, failed, stats, consumed } = to;
     let shard_name: Arc<str> = Arc::from(id.as_str());
     let mut last: Option<String> = match &start {
         StartAt::After(s) => Some(s.clone()),
@@ -430,8 +441,8 @@ async fn read_stream_shard(
                     attempt = 0;
                     iterator = out.shard_iterator().map(str::to_string);
                     if iterator.is_none() {
-                        let _ = send(&tx, FromKinesis::Ended { stream_shard: shard_name.clone() }, &stop).await;
-                        let _ = ended.send((id, None));
+                        let _ =
+                            send(&tx, FromKinesis::Ended { stream_shard: shard_name.clone(), consumed }, &stop).await;
                         return;
                     }
                 }
@@ -441,9 +452,9 @@ async fn read_stream_shard(
                 }
                 Err(e) => {
                     let at = last.as_deref().map_or(String::new(), |s| format!(" after sequence number {s}"));
-                    let _ = ended.send((
+                    let _ = failed.send((
                         id.clone(),
-                        Some(format!(
+                        (format!(
                             "cannot read stream shard {id} of {}{at}: {} (a position older than the stream's retention cannot be resumed: the records after it are gone)",
                             stream.label,
                             DisplayErrorContext(&e)
@@ -478,8 +489,8 @@ async fn read_stream_shard(
                 }
                 match out.next_shard_iterator() {
                     None => {
-                        let _ = send(&tx, FromKinesis::Ended { stream_shard: shard_name.clone() }, &stop).await;
-                        let _ = ended.send((id, None));
+                        let _ =
+                            send(&tx, FromKinesis::Ended { stream_shard: shard_name.clone(), consumed }, &stop).await;
                         return;
                     }
                     Some(next) => iterator = Some(next.to_string()),
@@ -498,9 +509,9 @@ async fn read_stream_shard(
                 attempt += 1;
             }
             Err(e) => {
-                let _ = ended.send((
+                let _ = failed.send((
                     id.clone(),
-                    Some(format!("cannot read stream shard {id} of {}: {}", stream.label, DisplayErrorContext(&e))),
+                    format!("cannot read stream shard {id} of {}: {}", stream.label, DisplayErrorContext(&e)),
                 ));
                 return;
             }

@@ -4,6 +4,7 @@
 //! position a checkpoint records.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -17,9 +18,9 @@ pub struct KinesisSplit {
     stream: String,
     rx: Receiver<FromKinesis>,
     decoder: JsonDecoder,
-    /// Records received and not yet decoded, with their stream shard; `None` marks the end of a stream shard
-    /// (it counts as finished only once every record before it was consumed).
-    pending: VecDeque<(Arc<str>, Option<KinesisRecord>)>,
+    /// Records received and not yet decoded, with their stream shard; `Err` marks the end of a stream shard
+    /// (it counts as finished, and its children may start, only once every record before it was consumed).
+    pending: VecDeque<(Arc<str>, Result<KinesisRecord, Arc<AtomicBool>>)>,
     positions: BTreeMap<String, StreamShardPosition>,
 }
 
@@ -49,11 +50,15 @@ impl KinesisSplit {
                 }
                 continue;
             };
-            let Some(record) = record else {
-                if let Some(p) = self.positions.get_mut(&*stream_shard) {
-                    p.finished = true;
+            let record = match record {
+                Ok(r) => r,
+                Err(consumed) => {
+                    if let Some(p) = self.positions.get_mut(&*stream_shard) {
+                        p.finished = true;
+                    }
+                    consumed.store(true, Ordering::Release);
+                    continue;
                 }
-                continue;
             };
             match self.decoder.decode_into(&record.data, out) {
                 Ok(()) => rows += 1,
@@ -75,9 +80,9 @@ impl KinesisSplit {
                 self.positions.insert(p.shard_id.clone(), p);
             }
             FromKinesis::Records { stream_shard, records } => {
-                self.pending.extend(records.into_iter().map(|r| (stream_shard.clone(), Some(r))));
+                self.pending.extend(records.into_iter().map(|r| (stream_shard.clone(), Ok(r))));
             }
-            FromKinesis::Ended { stream_shard } => self.pending.push_back((stream_shard, None)),
+            FromKinesis::Ended { stream_shard, consumed } => self.pending.push_back((stream_shard, Err(consumed))),
             FromKinesis::Failed(e) => return Err(e),
         }
         Ok(())
