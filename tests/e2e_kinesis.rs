@@ -21,6 +21,25 @@ const OUTPUT_TIMEOUT: Duration = Duration::from_secs(90);
 /// First event time of the generated streams: 2026-01-01 00:00:00 UTC.
 const T0_MS: i64 = 1_767_225_600_000;
 
+/// A stream to delete when the test's thread ends (a failed test included).
+struct StreamGuard {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let _ = rt
+                .block_on(self.client.delete_stream().stream_name(&self.stream).enforce_consumer_deletion(true).send());
+        }
+    }
+}
+
+thread_local! {
+    static STREAMS: std::cell::RefCell<Vec<StreamGuard>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
 }
@@ -41,6 +60,9 @@ fn create_stream(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, labe
     let name = format!("{label}-{}-{}", std::process::id(), nanos % 1_000_000_000);
     rt.block_on(c.create_stream().stream_name(&name).shard_count(shards).send()).expect("CreateStream");
     wait_active(rt, c, &name);
+    // The server counts stream shards against a limit: delete the stream when the test ends, whatever happens.
+    let (client, stream) = (c.clone(), name.clone());
+    STREAMS.with(|s| s.borrow_mut().push(StreamGuard { client, stream }));
     name
 }
 
