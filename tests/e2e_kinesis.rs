@@ -540,3 +540,42 @@ sql = "INSERT INTO out SELECT k, seq FROM ev"
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.matches("reading stream shard").count() >= 5, "children were not read:\n{text}");
 }
+
+/// Records the KPL aggregated are unpacked: every user record counts; a damaged aggregate is bad input,
+/// counted, and the job goes on.
+#[test]
+fn kpl_aggregated_records_are_deaggregated() {
+    let rt = runtime();
+    let c = client(&rt);
+    let stream = create_stream(&rt, &c, "kpl", 1);
+    let input = events(0, 1000);
+    let texts: Vec<Vec<u8>> = input.iter().map(|e| e.to_string().into_bytes()).collect();
+    let mut damaged = shardflow::source::kinesis::kpl::aggregate("pk", &[b"{}"]);
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    rt.block_on(async {
+        let mut entries: Vec<PutRecordsRequestEntry> = texts
+            .chunks(100)
+            .map(|chunk| {
+                let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+                let data = shardflow::source::kinesis::kpl::aggregate("pk", &refs);
+                PutRecordsRequestEntry::builder().data(Blob::new(data)).partition_key("pk").build().unwrap()
+            })
+            .collect();
+        entries.push(PutRecordsRequestEntry::builder().data(Blob::new(damaged)).partition_key("pk").build().unwrap());
+        let out = c.put_records().stream_name(&stream).set_records(Some(entries)).send().await.expect("PutRecords");
+        assert_eq!(out.failed_record_count().unwrap_or(0), 0);
+    });
+    put(&rt, &c, &stream, &[flush_event()]);
+    let dir = TempDir::new("kinesis-kpl");
+    let cfg = config(&dir, &stream, true);
+    let log = dir.join("run.log");
+    let want = expected(&input);
+    let mut child = spawn(&cfg, &log);
+    wait_for_rows(&dir.join("out"), want.len(), &mut child, &log, &dir);
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    assert_eq!(rows(&dir.join("out")), want);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("MD5 checksum does not match"), "the damaged aggregate was not reported:\n{text}");
+    assert!(text.contains("1001 records in, 25 out, 1 bad"), "counts:\n{text}");
+}

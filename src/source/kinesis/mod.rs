@@ -1,6 +1,6 @@
 //! A shard's Kinesis split: the records of the stream shards the control thread gave this shard
 //! (`kinesis/`), taken from a bounded channel without waiting, each decoded and validated once as a JSON
-//! object of the source's schema. It tracks, per stream shard, the last sequence number it consumed: the
+//! object of the source's schema (records the KPL aggregated are unpacked first: `kpl.rs`). It tracks, per stream shard, the last sequence number it consumed: the
 //! position a checkpoint records.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, TryRecvError};
+
+pub mod kpl;
 
 use super::BadInput;
 use crate::kinesis::{FromKinesis, KinesisRecord, StreamShardPosition};
@@ -60,12 +62,23 @@ impl KinesisSplit {
                     continue;
                 }
             };
-            match self.decoder.decode_into(&record.data, out) {
-                Ok(()) => rows += 1,
-                Err(e) => {
-                    let at = format!("kinesis {}/{stream_shard} sequence number {}", self.stream, record.sequence);
-                    bad.report(&at, 0, &e.0, Some(&record.data));
+            let at = || format!("kinesis {}/{stream_shard} sequence number {}", self.stream, record.sequence);
+            // A KPL aggregate carries many user records: all of them are decoded now, so that the position
+            // (the aggregate's sequence number) never splits one. Line numbers name the user record in it.
+            let users = match kpl::deaggregate(&record.data) {
+                None => Ok(vec![record.data.as_slice()]),
+                Some(r) => r,
+            };
+            match users {
+                Ok(users) => {
+                    for (i, data) in users.into_iter().enumerate() {
+                        match self.decoder.decode_into(data, out) {
+                            Ok(()) => rows += 1,
+                            Err(e) => bad.report(&at(), i as u64, &e.0, Some(data)),
+                        }
+                    }
                 }
+                Err(e) => bad.report(&at(), 0, &e, Some(&record.data)),
             }
             if let Some(p) = self.positions.get_mut(&*stream_shard) {
                 p.sequence = Some(record.sequence);
