@@ -16,13 +16,17 @@ use crate::kinesis::{FromKinesis, KinesisRecord, StreamShardPosition};
 use crate::record::json::JsonDecoder;
 use crate::record::{BatchBuilder, Schema};
 
+/// A record taken from the channel, with its stream shard; `Err` is the stream shard's end, with the flag to
+/// set once it is consumed.
+type Taken = (Arc<str>, Result<KinesisRecord, Arc<AtomicBool>>);
+
 pub struct KinesisSplit {
     stream: String,
     rx: Receiver<FromKinesis>,
     decoder: JsonDecoder,
     /// Records received and not yet decoded, with their stream shard; `Err` marks the end of a stream shard
     /// (it counts as finished, and its children may start, only once every record before it was consumed).
-    pending: VecDeque<(Arc<str>, Result<KinesisRecord, Arc<AtomicBool>>)>,
+    pending: VecDeque<Taken>,
     positions: BTreeMap<String, StreamShardPosition>,
 }
 
