@@ -66,25 +66,31 @@ fn create_stream(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, labe
     name
 }
 
-/// Puts JSON records, each under its own partition key (spread over the stream shards).
-fn put(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str, records: &[Value]) {
+/// Puts records in PutRecords calls of at most [`PUT_BATCH_MAX`]; every one must be stored.
+fn put_entries(
+    rt: &tokio::runtime::Runtime,
+    c: &aws_sdk_kinesis::Client,
+    stream: &str,
+    entries: Vec<PutRecordsRequestEntry>,
+) {
     rt.block_on(async {
-        for (b, chunk) in records.chunks(PUT_BATCH_MAX).enumerate() {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    PutRecordsRequestEntry::builder()
-                        .data(Blob::new(r.to_string().into_bytes()))
-                        .partition_key(format!("p{}", b * PUT_BATCH_MAX + i))
-                        .build()
-                        .expect("a record")
-                })
-                .collect::<Vec<_>>();
-            let out = c.put_records().stream_name(stream).set_records(Some(entries)).send().await.expect("PutRecords");
+        for chunk in entries.chunks(PUT_BATCH_MAX) {
+            let out =
+                c.put_records().stream_name(stream).set_records(Some(chunk.to_vec())).send().await.expect("PutRecords");
             assert_eq!(out.failed_record_count().unwrap_or(0), 0, "PutRecords failed some records");
         }
     });
+}
+
+fn entry(data: Vec<u8>, partition_key: &str) -> PutRecordsRequestEntry {
+    PutRecordsRequestEntry::builder().data(Blob::new(data)).partition_key(partition_key).build().expect("a record")
+}
+
+/// Puts JSON records, each under its own partition key (spread over the stream shards).
+fn put(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str, records: &[Value]) {
+    let entries =
+        records.iter().enumerate().map(|(i, r)| entry(r.to_string().into_bytes(), &format!("p{i}"))).collect();
+    put_entries(rt, c, stream, entries);
 }
 
 /// Events `from..to`: five keys, 50 ms apart.
@@ -219,14 +225,21 @@ fn windows_over_a_kinesis_stream_are_written_to_a_file_sink() {
     let input = events(0, 1000);
     put(&rt, &c, &stream, &input);
     put(&rt, &c, &stream, &[flush_event()]);
-    let dir = TempDir::new("kinesis-windows");
-    let cfg = config(&dir, &stream, true);
+    run_to_expected("kinesis-windows", &stream, &input);
+}
+
+/// Runs the windowed job on `stream` into a file sink until it wrote the windows of `input`, stops it, and
+/// checks its output is exactly those; returns the run's log.
+fn run_to_expected(label: &str, stream: &str, input: &[Value]) -> String {
+    let dir = TempDir::new(label);
+    let cfg = config(&dir, stream, true);
     let log = dir.join("run.log");
-    let want = expected(&input);
+    let want = expected(input);
     let mut child = spawn(&cfg, &log);
     wait_for_rows(&dir.join("out"), want.len(), &mut child, &log, &dir);
     assert_eq!(sigterm_and_wait(&mut child), 0);
     assert_eq!(rows(&dir.join("out")), want);
+    std::fs::read_to_string(&log).unwrap_or_default()
 }
 
 /// SIGKILL mid-stream, more records, a restart: the run resumes after the last sequence number each stream
@@ -385,22 +398,8 @@ fn killed_and_restarted_a_kinesis_sink_loses_nothing() {
 
 /// Puts records with their key as partition key, so that each key lives in one stream shard at a time.
 fn put_keyed(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str, records: &[Value]) {
-    rt.block_on(async {
-        for chunk in records.chunks(PUT_BATCH_MAX) {
-            let entries = chunk
-                .iter()
-                .map(|r| {
-                    PutRecordsRequestEntry::builder()
-                        .data(Blob::new(r.to_string().into_bytes()))
-                        .partition_key(r["k"].as_str().unwrap())
-                        .build()
-                        .expect("a record")
-                })
-                .collect::<Vec<_>>();
-            let out = c.put_records().stream_name(stream).set_records(Some(entries)).send().await.expect("PutRecords");
-            assert_eq!(out.failed_record_count().unwrap_or(0), 0, "PutRecords failed some records");
-        }
-    });
+    let entries = records.iter().map(|r| entry(r.to_string().into_bytes(), r["k"].as_str().unwrap())).collect();
+    put_entries(rt, c, stream, entries);
 }
 
 fn wait_active(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str) {
@@ -553,29 +552,17 @@ fn kpl_aggregated_records_are_deaggregated() {
     let mut damaged = shardflow::source::kinesis::kpl::aggregate("pk", &[b"{}"]);
     let last = damaged.len() - 1;
     damaged[last] ^= 1;
-    rt.block_on(async {
-        let mut entries: Vec<PutRecordsRequestEntry> = texts
-            .chunks(100)
-            .map(|chunk| {
-                let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-                let data = shardflow::source::kinesis::kpl::aggregate("pk", &refs);
-                PutRecordsRequestEntry::builder().data(Blob::new(data)).partition_key("pk").build().unwrap()
-            })
-            .collect();
-        entries.push(PutRecordsRequestEntry::builder().data(Blob::new(damaged)).partition_key("pk").build().unwrap());
-        let out = c.put_records().stream_name(&stream).set_records(Some(entries)).send().await.expect("PutRecords");
-        assert_eq!(out.failed_record_count().unwrap_or(0), 0);
-    });
+    let mut entries: Vec<PutRecordsRequestEntry> = texts
+        .chunks(100)
+        .map(|chunk| {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            entry(shardflow::source::kinesis::kpl::aggregate("pk", &refs), "pk")
+        })
+        .collect();
+    entries.push(entry(damaged, "pk"));
+    put_entries(&rt, &c, &stream, entries);
     put(&rt, &c, &stream, &[flush_event()]);
-    let dir = TempDir::new("kinesis-kpl");
-    let cfg = config(&dir, &stream, true);
-    let log = dir.join("run.log");
-    let want = expected(&input);
-    let mut child = spawn(&cfg, &log);
-    wait_for_rows(&dir.join("out"), want.len(), &mut child, &log, &dir);
-    assert_eq!(sigterm_and_wait(&mut child), 0);
-    assert_eq!(rows(&dir.join("out")), want);
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = run_to_expected("kinesis-kpl", &stream, &input);
     assert!(text.contains("MD5 checksum does not match"), "the damaged aggregate was not reported:\n{text}");
     assert!(text.contains("1001 records in, 25 out, 1 bad"), "counts:\n{text}");
 }
