@@ -566,3 +566,52 @@ fn kpl_aggregated_records_are_deaggregated() {
     assert!(text.contains("MD5 checksum does not match"), "the damaged aggregate was not reported:\n{text}");
     assert!(text.contains("1001 records in, 25 out, 1 bad"), "counts:\n{text}");
 }
+
+/// `start = "AT_TIMESTAMP"` reads only what arrived from that time on.
+#[test]
+fn at_timestamp_starts_at_the_records_that_arrived_from_then_on() {
+    let rt = runtime();
+    let c = client(&rt);
+    let stream = create_stream(&rt, &c, "at-ts", 2);
+    put(&rt, &c, &stream, &events(0, 500));
+    // Arrival times have a millisecond clock: leave a clear gap on both sides of the start time.
+    std::thread::sleep(Duration::from_millis(1500));
+    let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = events(500, 1000);
+    put(&rt, &c, &stream, &later);
+    put(&rt, &c, &stream, &[flush_event()]);
+    let dir = TempDir::new("kinesis-at-timestamp");
+    let cfg = config(&dir, &stream, true);
+    let secs = start_ms / 1000;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let stamp = format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        start_ms % 1000
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("start = \"TRIM_HORIZON\"", &format!("start = \"AT_TIMESTAMP\"\nstart_timestamp = \"{stamp}\""));
+    write_file(&cfg, text.as_bytes());
+    let log = dir.join("run.log");
+    let want = expected(&later);
+    let mut child = spawn(&cfg, &log);
+    wait_for_rows(&dir.join("out"), want.len(), &mut child, &log, &dir);
+    // Give the earlier records time to show up, were they (wrongly) read.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    assert_eq!(rows(&dir.join("out")), want);
+}
