@@ -771,22 +771,36 @@ impl ShardTask {
                     .await
                     .map_err(|e| format!("source {}: {e}", spec.source.name))?,
                 Split::Kinesis(k) => k
-                    .read(&mut j.source_rows, SOURCE_BATCH_ROWS_MAX, &mut j.bad)
+                    .read(&mut j.source_rows, SOURCE_BATCH_ROWS_MAX, &mut j.bad, now_ms)
                     .map_err(|e| format!("source {}: {e}", spec.source.name))?,
             };
             if j.splits[s].is_finished() {
                 j.split_done[s] = true;
                 j.watermarks.finish(s);
             }
+            let kinesis_time = |split: &Split| match split {
+                Split::Kinesis(k) => k.event_time(now_ms, spec.source.idle_timeout_ms),
+                _ => None,
+            };
             if rows > 0 {
                 let batch = j.source_rows.finish();
                 if let Some(w) = spec.watermark {
                     if let Some(max) = max_event_time(&batch.view(), w.column) {
-                        j.watermarks.observe(s, max, now_ms);
+                        match &mut j.splits[s] {
+                            // Per stream shard: the split's event time is the least over its active ones.
+                            Split::Kinesis(k) => k.observe(max, now_ms),
+                            _ => j.watermarks.observe(s, max, now_ms),
+                        }
+                    }
+                    if let Some(t) = kinesis_time(&j.splits[s]) {
+                        j.watermarks.observe(s, t, now_ms);
                     }
                 }
                 spec.metrics.records_in.fetch_add(rows as u64, Ordering::Relaxed);
                 self.process_source_batch(job, &batch).await?;
+            } else if let (Some(_), Some(t)) = (spec.watermark, kinesis_time(&j.splits[s])) {
+                // Nothing read, but a quiet stream shard may have gone idle: the others' time may now count.
+                j.watermarks.observe(s, t, now_ms);
             }
             break;
         }
