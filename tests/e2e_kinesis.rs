@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
-use common::{canonical_json, read_output_rows, shardflow_bin, write_file, TempDir};
+use common::{canonical_json, format_ts, read_output_rows, shardflow_bin, write_file, TempDir};
 use serde_json::Value;
 
 /// Records PutRecords takes per call (Kinesis' limit).
@@ -114,15 +114,11 @@ fn expected(events: &[Value]) -> Vec<String> {
         g.0 += 1;
         g.1 += e["v"].as_i64().unwrap();
     }
-    let fmt = |ms: i64| {
-        let s = (ms - T0_MS) / 1000;
-        format!("2026-01-01 00:{:02}:{:02}.000", s / 60, s % 60)
-    };
     let mut rows: Vec<String> = groups
         .into_iter()
         .map(|((k, start), (n, total))| {
             canonical_json(&serde_json::json!({
-                "k": k, "n": n, "total": total, "window_start": fmt(start), "window_end": fmt(start + 10_000)
+                "k": k, "n": n, "total": total, "window_start": format_ts(start), "window_end": format_ts(start + 10_000)
             }))
         })
         .collect();
@@ -583,25 +579,7 @@ fn at_timestamp_starts_at_the_records_that_arrived_from_then_on() {
     put(&rt, &c, &stream, &[flush_event()]);
     let dir = TempDir::new("kinesis-at-timestamp");
     let cfg = config(&dir, &stream, true);
-    let secs = start_ms / 1000;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let stamp = format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        start_ms % 1000
-    );
+    let stamp = format_ts(start_ms);
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("start = \"TRIM_HORIZON\"", &format!("start = \"AT_TIMESTAMP\"\nstart_timestamp = \"{stamp}\""));
