@@ -146,6 +146,20 @@ pub const KINESIS_DISCOVERY_INTERVAL_MS: u64 = 10_000;
 pub const KINESIS_RETRY_BASE_MS: u64 = 100;
 pub const KINESIS_RETRY_MAX_MS: u64 = 5_000;
 
+/// How long after subscribing an enhanced fan-out reader subscribes again, unless the source's
+/// `resubscribe_after` says otherwise: Kinesis ends every subscription after 5 minutes; renewing 10 s earlier,
+/// after the last sequence number delivered, makes the end a planned handover rather than a dropped stream.
+pub const KINESIS_RESUBSCRIBE_DEFAULT_MS: u64 = 290_000;
+
+/// Bounds of `resubscribe_after`: Kinesis accepts one SubscribeToShard per consumer and stream shard every
+/// 5 s, and ends a subscription after 5 minutes.
+pub const KINESIS_RESUBSCRIBE_MIN_MS: u64 = 5_000;
+pub const KINESIS_RESUBSCRIBE_MAX_MS: u64 = 300_000;
+
+/// How long a source waits for its enhanced fan-out consumer to become ACTIVE after registering it (Kinesis
+/// takes seconds; a minute means something is wrong, and the job stops saying so).
+pub const KINESIS_CONSUMER_ACTIVE_TIMEOUT_MS: u64 = 60_000;
+
 /// GetRecords results that may wait between the control thread and one shard, per source: enough to keep the
 /// shard busy while the next calls are in flight, bounded so a slow shard holds back its readers.
 pub const KINESIS_CHANNEL_BATCHES: usize = 64;

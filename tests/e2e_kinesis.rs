@@ -437,14 +437,9 @@ fn parts_in_order(dir: &Path) -> Vec<(u64, PathBuf)> {
     parts.into_iter().map(|((shard, _, _), p)| (shard, p)).collect()
 }
 
-/// A stream shard split and then merged while the job runs: no record lost or duplicated, and each key's
-/// records come out in the order they were put (children are read after their parents, on their shard).
-#[test]
-fn a_split_and_a_merge_while_running_lose_nothing_and_keep_each_keys_order() {
-    let rt = runtime();
-    let c = client(&rt);
-    let stream = create_stream(&rt, &c, "reshard", 2);
-    let dir = TempDir::new("kinesis-reshard");
+/// A job copying `k` and `seq` of every record of `stream` to a file sink, checkpointing every 100 ms;
+/// `source_extra` adds lines to the source's section.
+fn copy_job(dir: &TempDir, stream: &str, source_extra: &str) -> PathBuf {
     let text = format!(
         r#"[runtime]
 cores = 2
@@ -458,6 +453,7 @@ connector = "kinesis"
 stream = "{stream}"
 start = "TRIM_HORIZON"
 schema = "k VARCHAR, seq BIGINT, ts TIMESTAMP(3)"
+{source_extra}
 
 [sinks.out]
 connector = "file"
@@ -470,13 +466,49 @@ sql = "INSERT INTO out SELECT k, seq FROM ev"
     );
     let cfg = dir.join("job.toml");
     write_file(&cfg, text.as_bytes());
-    let log = dir.join("run.log");
-    let mut child = spawn(&cfg, &log);
-    put_keyed(&rt, &c, &stream, &keyed_events(0, 300));
-    wait_for_rows(&dir.join("out"), 300, &mut child, &log, &dir);
-    // Split the first stream shard at the middle of its hash key range.
+    cfg
+}
+
+/// The copy job's output holds every `seq` of `0..n` once, each key's rows came from one shard, in put order.
+fn assert_each_key_once_and_in_order(out: &Path, n: i64) {
+    let mut times: BTreeMap<i64, usize> = BTreeMap::new();
+    for r in read_output_rows(out) {
+        *times.entry(r["seq"].as_i64().unwrap()).or_default() += 1;
+    }
+    let missing: Vec<i64> = (0..n).filter(|s| !times.contains_key(s)).collect();
+    let twice: Vec<(&i64, &usize)> = times.iter().filter(|(_, t)| **t > 1).collect();
+    let strays: Vec<&i64> = times.keys().filter(|s| !(0..n).contains(*s)).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty() && strays.is_empty(),
+        "every record once: {} missing (first {:?}), {} more than once (first {:?}), {} unknown",
+        missing.len(),
+        &missing[..missing.len().min(20)],
+        twice.len(),
+        &twice[..twice.len().min(20)],
+        strays.len()
+    );
+    let mut last: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+    let mut checked = 0;
+    for (shard, part) in parts_in_order(out) {
+        for line in std::fs::read_to_string(&part).unwrap().lines() {
+            checked += 1;
+            let row: Value = serde_json::from_str(line).unwrap();
+            let (k, seq) = (row["k"].as_str().unwrap().to_string(), row["seq"].as_i64().unwrap());
+            if let Some((s, prev)) = last.get(&k) {
+                assert_eq!(*s, shard, "key {k} was read on two shards");
+                assert!(seq > *prev, "key {k}: seq {seq} after {prev} ({})", part.display());
+            }
+            last.insert(k, (shard, seq));
+        }
+    }
+    assert_eq!(checked, n, "every row's order was checked");
+}
+
+/// Splits the first stream shard of `stream` at the middle of its hash key range and waits until the stream
+/// is ACTIVE again; returns the split stream shard's id.
+fn split_first(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str) -> String {
     let (first, start, end) = rt.block_on(async {
-        let shards = c.list_shards().stream_name(&stream).send().await.expect("ListShards");
+        let shards = c.list_shards().stream_name(stream).send().await.expect("ListShards");
         let s = &shards.shards()[0];
         let r = s.hash_key_range().expect("a hash key range");
         (
@@ -487,10 +519,27 @@ sql = "INSERT INTO out SELECT k, seq FROM ev"
     });
     let middle = start + (end - start) / 2;
     rt.block_on(
-        c.split_shard().stream_name(&stream).shard_to_split(&first).new_starting_hash_key(middle.to_string()).send(),
+        c.split_shard().stream_name(stream).shard_to_split(&first).new_starting_hash_key(middle.to_string()).send(),
     )
     .expect("SplitShard");
-    wait_active(&rt, &c, &stream);
+    wait_active(rt, c, stream);
+    first
+}
+
+/// A stream shard split and then merged while the job runs: no record lost or duplicated, and each key's
+/// records come out in the order they were put (children are read after their parents, on their shard).
+#[test]
+fn a_split_and_a_merge_while_running_lose_nothing_and_keep_each_keys_order() {
+    let rt = runtime();
+    let c = client(&rt);
+    let stream = create_stream(&rt, &c, "reshard", 2);
+    let dir = TempDir::new("kinesis-reshard");
+    let cfg = copy_job(&dir, &stream, "");
+    let log = dir.join("run.log");
+    let mut child = spawn(&cfg, &log);
+    put_keyed(&rt, &c, &stream, &keyed_events(0, 300));
+    wait_for_rows(&dir.join("out"), 300, &mut child, &log, &dir);
+    let first = split_first(&rt, &c, &stream);
     put_keyed(&rt, &c, &stream, &keyed_events(300, 600));
     wait_for_rows(&dir.join("out"), 600, &mut child, &log, &dir);
     // Merge the two children back.
@@ -512,26 +561,7 @@ sql = "INSERT INTO out SELECT k, seq FROM ev"
     put_keyed(&rt, &c, &stream, &keyed_events(600, 900));
     wait_for_rows(&dir.join("out"), 900, &mut child, &log, &dir);
     assert_eq!(sigterm_and_wait(&mut child), 0);
-    // Nothing lost, nothing twice.
-    let mut seqs: Vec<i64> = read_output_rows(&dir.join("out")).iter().map(|r| r["seq"].as_i64().unwrap()).collect();
-    seqs.sort_unstable();
-    assert_eq!(seqs, (0..900).collect::<Vec<_>>());
-    // Each key on one shard, its records in put order.
-    let mut last: BTreeMap<String, (u64, i64)> = BTreeMap::new();
-    let mut checked = 0;
-    for (shard, part) in parts_in_order(&dir.join("out")) {
-        for line in std::fs::read_to_string(&part).unwrap().lines() {
-            checked += 1;
-            let row: Value = serde_json::from_str(line).unwrap();
-            let (k, seq) = (row["k"].as_str().unwrap().to_string(), row["seq"].as_i64().unwrap());
-            if let Some((s, prev)) = last.get(&k) {
-                assert_eq!(*s, shard, "key {k} was read on two shards");
-                assert!(seq > *prev, "key {k}: seq {seq} after {prev} ({})", part.display());
-            }
-            last.insert(k, (shard, seq));
-        }
-    }
-    assert_eq!(checked, 900, "every row's order was checked");
+    assert_each_key_once_and_in_order(&dir.join("out"), 900);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.matches("reading stream shard").count() >= 5, "children were not read:\n{text}");
 }
@@ -592,4 +622,102 @@ fn at_timestamp_starts_at_the_records_that_arrived_from_then_on() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(sigterm_and_wait(&mut child), 0);
     assert_eq!(rows(&dir.join("out")), want);
+}
+
+/// The largest subscription count the run log reports for `stream_shard` (the metrics line, every 5 s).
+fn subscriptions_reported(log: &Path, stream_shard: &str) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tag = format!("stream shard {stream_shard}: ");
+    text.lines()
+        .filter_map(|l| l.split_once(&tag)?.1.strip_suffix(" subscriptions")?.rsplit(' ').next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Enhanced fan-out: the source registers its consumer and reads through SubscribeToShard, subscribing again
+/// every `resubscribe_after` after the last sequence number it delivered. Across resubscriptions, a SIGKILL
+/// and restart (which finds the consumer registered), and a split (the closed stream shard's end confirmed by
+/// polling, its children read through their own subscriptions), every record is read once and each key in
+/// order.
+#[test]
+fn enhanced_fan_out_reads_every_record_once_across_resubscriptions_a_restart_and_a_split() {
+    let rt = runtime();
+    let c = client(&rt);
+    let stream = create_stream(&rt, &c, "efo", 2);
+    let dir = TempDir::new("kinesis-efo");
+    let cfg = copy_job(&dir, &stream, "consumer = \"shardflow-e2e\"\nresubscribe_after = \"5s\"");
+    let (log, out) = (dir.join("run.log"), dir.join("out"));
+    let mut child = spawn(&cfg, &log);
+    put_keyed(&rt, &c, &stream, &keyed_events(0, 300));
+    wait_for_rows(&out, 300, &mut child, &log, &dir);
+    // Past the first renewal: these arrive through the second subscriptions.
+    std::thread::sleep(Duration::from_secs(6));
+    put_keyed(&rt, &c, &stream, &keyed_events(300, 600));
+    wait_for_rows(&out, 600, &mut child, &log, &dir);
+    child.kill().expect("SIGKILL shardflow");
+    child.wait().expect("reap shardflow");
+    put_keyed(&rt, &c, &stream, &keyed_events(600, 700));
+    let mut child = spawn(&cfg, &log);
+    wait_for_rows(&out, 700, &mut child, &log, &dir);
+    split_first(&rt, &c, &stream);
+    put_keyed(&rt, &c, &stream, &keyed_events(700, 1000));
+    wait_for_rows(&out, 1000, &mut child, &log, &dir);
+    // The stream shard never split is read through subscriptions only: wait for its metrics to show a renewal.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while subscriptions_reported(&log, "shardId-000000000001") < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    assert_each_key_once_and_in_order(&out, 1000);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("registered enhanced fan-out consumer shardflow-e2e"), "no registration:\n{text}");
+    assert!(text.contains("consumer shardflow-e2e of stream") && text.contains("is registered: using it"));
+    assert!(text.contains(": subscription 2 (renewed), after sequence number"), "no resubscription:\n{text}");
+    assert!(subscriptions_reported(&log, "shardId-000000000001") >= 2, "no renewal in the metrics:\n{text}");
+    assert!(text.contains("restored checkpoint"), "the restart restored no checkpoint:\n{text}");
+    assert!(text.matches("reading stream shard").count() >= 6, "the split's children were not read:\n{text}");
+}
+
+/// A checkpointed position the stream no longer holds stops the job with an error naming the stream shard
+/// and sequence number, and the stream shard's metrics say so: the records after it are never skipped
+/// silently. (A local server cannot age records past retention; deleting the stream and creating it again
+/// under the same name loses the position the same way.)
+#[test]
+fn a_position_the_stream_no_longer_holds_stops_the_job_and_is_reported() {
+    let rt = runtime();
+    let c = client(&rt);
+    let stream = create_stream(&rt, &c, "lost", 1);
+    let dir = TempDir::new("kinesis-lost-position");
+    let cfg = copy_job(&dir, &stream, "");
+    let (log, out) = (dir.join("run.log"), dir.join("out"));
+    let mut child = spawn(&cfg, &log);
+    put_keyed(&rt, &c, &stream, &keyed_events(0, 100));
+    wait_for_rows(&out, 100, &mut child, &log, &dir);
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    rt.block_on(async {
+        c.delete_stream().stream_name(&stream).send().await.expect("DeleteStream");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.describe_stream_summary().stream_name(&stream).send().await.is_ok() {
+            assert!(Instant::now() < deadline, "stream {stream} was not deleted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.create_stream().stream_name(&stream).shard_count(1).send().await.expect("CreateStream");
+    });
+    wait_active(&rt, &c, &stream);
+    put_keyed(&rt, &c, &stream, &keyed_events(100, 110));
+    let mut child = spawn(&cfg, &log);
+    let deadline = Instant::now() + OUTPUT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the job did not stop on the lost position");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "exit status; log:\n{text}");
+    let error = format!("cannot resume stream shard shardId-000000000000 of {stream} after sequence number ");
+    assert!(text.contains(&error), "no error naming the position:\n{text}");
+    assert!(text.contains("shardId-000000000000: 0 records read, 0 ms behind latest, position past retention"));
+    assert_eq!(read_output_rows(&out).len(), 100, "nothing was read past the lost position");
 }

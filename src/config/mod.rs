@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::constants::{KEY_GROUPS_DEFAULT, KEY_GROUPS_MAX, SHARDS_MAX, SOURCE_IDLE_TIMEOUT_DEFAULT_MS};
+use crate::constants::{
+    KEY_GROUPS_DEFAULT, KEY_GROUPS_MAX, KINESIS_RESUBSCRIBE_DEFAULT_MS, KINESIS_RESUBSCRIBE_MAX_MS,
+    KINESIS_RESUBSCRIBE_MIN_MS, SHARDS_MAX, SOURCE_IDLE_TIMEOUT_DEFAULT_MS,
+};
 use crate::record::Schema;
 use section::Section;
 
@@ -144,6 +147,15 @@ pub enum KinesisStart {
 pub struct KinesisSourceConfig {
     pub at: KinesisEndpoint,
     pub start: KinesisStart,
+    /// Read through enhanced fan-out as this consumer; absent: GetRecords polling.
+    pub consumer: Option<FanOutConfig>,
+}
+
+/// An enhanced fan-out consumer: its name, and how long after subscribing a reader subscribes again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanOutConfig {
+    pub name: String,
+    pub resubscribe_after_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -465,12 +477,39 @@ fn kinesis_source(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> Option<
         errors
             .push(s.error("format", format!("is `{format}`; only \"json\" (one JSON object per record) is supported")));
     }
-    if s.has("consumer") {
-        errors.push(s.error(
-            "consumer",
-            "enhanced fan-out is not supported yet: leave out `consumer` to read with GetRecords polling",
-        ));
-    }
+    let consumer = collect(s.str("consumer"), errors).flatten();
+    let resubscribe_us = collect(s.duration_us("resubscribe_after"), errors).flatten();
+    let consumer = match (consumer, resubscribe_us) {
+        (None, Some(_)) => {
+            errors.push(s.error("resubscribe_after", "only applies with `consumer` (enhanced fan-out)"));
+            None
+        }
+        (None, None) => None,
+        (Some(name), _) if !valid_consumer_name(name) => {
+            errors.push(s.error(
+                "consumer",
+                format!("is `{name}`; a consumer name has 1 to 128 letters, digits, `_`, `.` or `-`"),
+            ));
+            None
+        }
+        (Some(name), us) => {
+            let ms = us.map_or(KINESIS_RESUBSCRIBE_DEFAULT_MS, |us| us / 1000);
+            if (KINESIS_RESUBSCRIBE_MIN_MS..=KINESIS_RESUBSCRIBE_MAX_MS).contains(&ms) {
+                Some(FanOutConfig { name: name.to_string(), resubscribe_after_ms: ms })
+            } else {
+                errors.push(s.error(
+                    "resubscribe_after",
+                    format!(
+                        "must be from {} s to {} min: Kinesis accepts one subscription per stream shard every 5 s, \
+                         and ends each after 5 minutes",
+                        KINESIS_RESUBSCRIBE_MIN_MS / 1000,
+                        KINESIS_RESUBSCRIBE_MAX_MS / 60_000
+                    ),
+                ));
+                None
+            }
+        }
+    };
     let start_timestamp = collect(s.str("start_timestamp"), errors).flatten();
     let start = match collect(s.str("start"), errors).flatten().unwrap_or("LATEST") {
         "LATEST" => Some(KinesisStart::Latest),
@@ -505,7 +544,12 @@ fn kinesis_source(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> Option<
     }
     let schema = collect(s.required_str("schema", "\"symbol VARCHAR, qty BIGINT, ts TIMESTAMP(3)\""), errors)
         .and_then(|text| collect(Schema::parse(text).map_err(|m| s.error("schema", m)), errors));
-    Some((SourceConnector::Kinesis(KinesisSourceConfig { at: at?, start: start? }), schema?))
+    Some((SourceConnector::Kinesis(KinesisSourceConfig { at: at?, start: start?, consumer }), schema?))
+}
+
+/// Kinesis' rule for consumer names: `[a-zA-Z0-9_.-]+`, at most 128 characters.
+fn valid_consumer_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 fn sink_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -> Option<SinkConfig> {
@@ -659,5 +703,38 @@ INSERT INTO out SELECT symbol FROM trades
         check("name = \"volume\"", "nme = \"volume\"", "jobs[0].nme: unknown key for a job; did you mean `name`?");
         check("[runtime]", "[runtim]", "runtim: unknown key for the config file");
         check("cores = 1", "cores = 1\ncores = 2", "not valid TOML");
+    }
+    fn kinesis(extra: &str) -> String {
+        GOOD.replace(
+            "connector = \"file\"\npath = \"in.jsonl\"",
+            &format!("connector = \"kinesis\"\nstream = \"trades\"\n{extra}"),
+        )
+    }
+
+    #[test]
+    fn a_kinesis_consumer_reads_through_enhanced_fan_out() {
+        let consumer_of = |extra: &str| match Config::parse(Path::new("/etc/job.toml"), &kinesis(extra)) {
+            Ok(c) => match &c.sources["trades"].connector {
+                SourceConnector::Kinesis(k) => k.consumer.clone(),
+                other => panic!("{other:?}"),
+            },
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(consumer_of(""), None);
+        let fan_out = |name: &str, ms| Some(FanOutConfig { name: name.into(), resubscribe_after_ms: ms });
+        assert_eq!(consumer_of("consumer = \"app-1.v2\""), fan_out("app-1.v2", KINESIS_RESUBSCRIBE_DEFAULT_MS));
+        assert_eq!(consumer_of("consumer = \"a\"\nresubscribe_after = \"1m\""), fan_out("a", 60_000));
+        let check = |extra: &str, want: &str| {
+            let errs = errors_of(&kinesis(extra));
+            assert!(errs.iter().any(|e| e.contains(want)), "want {want:?} in {errs:#?}");
+        };
+        check("consumer = \"a b\"", "sources.trades.consumer: is `a b`; a consumer name has 1 to 128 letters");
+        check("consumer = \"\"", "sources.trades.consumer: is ``");
+        check(
+            "consumer = \"a\"\nresubscribe_after = \"1s\"",
+            "sources.trades.resubscribe_after: must be from 5 s to 5 min",
+        );
+        check("consumer = \"a\"\nresubscribe_after = \"6m\"", "sources.trades.resubscribe_after: must be from 5 s");
+        check("resubscribe_after = \"1m\"", "sources.trades.resubscribe_after: only applies with `consumer`");
     }
 }

@@ -582,6 +582,9 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
     if let Some(line) = coordinator.as_ref().and_then(|c| c.summary()) {
         eprintln!("{line}");
     }
+    for line in aws.iter().flat_map(KinesisService::report_lines) {
+        eprintln!("{line}");
+    }
     for job in &graph.jobs {
         let snap = job.metrics.snapshot();
         tracing::info!("{}", report_line(&job.metrics, snap, JobSnapshot::default(), elapsed));
