@@ -59,6 +59,23 @@ fn broken_sql_exits_2_naming_the_line_and_column() {
     check_fails(&dir, &cfg, 2, &["sources.ev.watermark: line 1, column 15: interval value 'x' is not a number"]);
 }
 
+/// A Kinesis sink's partition key is a SQL expression over the job's output: one naming an unknown column
+/// stops `run` before anything starts (no AWS call is made).
+#[test]
+fn a_partition_key_over_unknown_columns_exits_2_naming_it() {
+    let dir = TempDir::new("bad-partition-key");
+    let to_kinesis = |t: String| {
+        let (head, sink) = t.split_once("[sinks.out]").expect("the sink's section");
+        let rest = &sink[sink.find("\n[").unwrap_or(sink.len())..];
+        format!("{head}[sinks.out]\nconnector = \"kinesis\"\nstream = \"s\"\npartition_key = \"UPPER(kk)\"\n{rest}")
+    };
+    let cfg = config(&dir, GOOD_SQL, to_kinesis);
+    let out = shardflow_run(&cfg);
+    out.assert_code(2, &dir);
+    let want = "sinks.out.partition_key: `UPPER(kk)`: line 1, column 7: unknown column `kk` in table `out`; its columns are: k, ws, n";
+    assert!(out.stderr.contains(want), "{}", out.describe());
+}
+
 #[test]
 fn bad_toml_and_bad_values_exit_2() {
     let dir = TempDir::new("bad-values");

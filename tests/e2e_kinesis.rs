@@ -270,6 +270,11 @@ fn killed_and_restarted_a_kinesis_job_writes_every_window_once() {
 
 /// Every record of a stream so far, from every stream shard's TRIM_HORIZON, as JSON.
 fn read_all(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Value> {
+    read_all_keyed(rt, c, stream).into_iter().map(|(_, v)| v).collect()
+}
+
+/// Every record of a stream so far, from every stream shard's TRIM_HORIZON: its partition key and its JSON.
+fn read_all_keyed(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, Value)> {
     rt.block_on(async {
         let mut out = Vec::new();
         let shards = c.list_shards().stream_name(stream).send().await.expect("ListShards");
@@ -286,7 +291,8 @@ fn read_all(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &
             while let Some(i) = it {
                 let page = c.get_records().shard_iterator(i).send().await.expect("GetRecords");
                 for r in page.records() {
-                    out.push(serde_json::from_slice(r.data().as_ref()).expect("a JSON record"));
+                    let value = serde_json::from_slice(r.data().as_ref()).expect("a JSON record");
+                    out.push((r.partition_key().unwrap_or_default().to_string(), value));
                 }
                 if page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0 {
                     break;
@@ -338,13 +344,18 @@ fn windows_over_a_kinesis_stream_are_written_to_a_kinesis_stream() {
     put(&rt, &c, &input_stream, &input);
     put(&rt, &c, &input_stream, &[flush_event()]);
     let dir = TempDir::new("kinesis-to-kinesis");
-    let cfg = config_with_sink(&dir, &input_stream, true, &kinesis_sink(&output_stream));
+    // The partition key as a SQL expression over the output row.
+    let sink = kinesis_sink(&output_stream).replace("partition_key = \"k\"", "partition_key = \"UPPER(k) || '-x'\"");
+    let cfg = config_with_sink(&dir, &input_stream, true, &sink);
     let log = dir.join("run.log");
     let want = expected(&input);
     let mut child = spawn(&cfg, &log);
     let got = wait_for_records(&rt, &c, &output_stream, want.len(), &mut child, &log, &dir);
     assert_eq!(sigterm_and_wait(&mut child), 0);
     assert_eq!(got, want);
+    for (key, row) in read_all_keyed(&rt, &c, &output_stream) {
+        assert_eq!(key, format!("{}-x", row["k"].as_str().unwrap().to_uppercase()), "partition key of {row}");
+    }
 }
 
 /// SIGKILL and restart with a Kinesis sink: at least once. Every expected window is in the output stream;

@@ -260,16 +260,14 @@ fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>, Vec<SinkTask>
         }
         let mut kinesis_sink = None;
         if let SinkConnector::Kinesis { at, partition_key } = &sink.connector {
-            let schema = &job.plan.out_schema;
-            let key_col =
-                schema.fields.iter().position(|f| f.name.eq_ignore_ascii_case(partition_key)).ok_or_else(|| {
-                    let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+            let partition_key = crate::sql::plan::bind_scalar(partition_key, &sink.name, &job.plan.out_schema)
+                .map_err(|e| {
                     DaemonError::Config(format!(
-                        "{}: sinks.{}.partition_key: `{partition_key}` is not a column of job {}'s output ({})",
+                        "{}: sinks.{}.partition_key: `{partition_key}`: {e} (write a column or a SQL expression \
+                         of the rows job {} writes)",
                         c.file.display(),
                         sink.name,
-                        job.name,
-                        names.join(", ")
+                        job.name
                     ))
                 })?;
             let (mut txs, mut rxs) = (Vec::new(), Vec::new());
@@ -279,7 +277,7 @@ fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>, Vec<SinkTask>
                 rxs.push(rx);
             }
             kinesis_sinks.push(SinkTask { name: sink.name.clone(), at: at.clone(), from_shards: rxs });
-            kinesis_sink = Some(KinesisSinkSpec { key_col, to_writers: txs });
+            kinesis_sink = Some(KinesisSinkSpec { partition_key, to_writers: txs });
         }
         for s in std::iter::once(&sink).chain(dead_letter.iter()) {
             if let SinkConnector::File { path } = &s.connector {

@@ -49,12 +49,12 @@ pub struct JobSpec {
     pub splits: Vec<Vec<SplitSpec>>,
     pub nexmark_tables: Option<Arc<crate::source::nexmark::gen::Tables>>,
     pub metrics: Arc<JobMetrics>,
-    /// With a Kinesis sink: the partition key column, and per shard the channel to its writer.
+    /// With a Kinesis sink: the partition key over the output row, and per shard the channel to its writer.
     pub kinesis_sink: Option<KinesisSinkSpec>,
 }
 
 pub struct KinesisSinkSpec {
-    pub key_col: usize,
+    pub partition_key: crate::sql::expr::Expr,
     pub to_writers: Vec<tokio::sync::mpsc::Sender<crate::kinesis::sink::ToKinesis>>,
 }
 

@@ -347,7 +347,7 @@ impl ShardTask {
                 Some(k) => SinkWriter::Kinesis(Box::new(KinesisSinkWriter::new(
                     &spec.sink.name,
                     &plan.out_schema,
-                    k.key_col,
+                    k.partition_key.clone(),
                     k.to_writers[id.idx()].clone(),
                     spec.metrics.bad_records.clone(),
                 ))),

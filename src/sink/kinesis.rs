@@ -1,5 +1,5 @@
-//! A shard's Kinesis sink writer: rows encoded as JSON objects, one record each, with the partition key taken
-//! from a column; handed in batches to the control thread's writer (`kinesis/sink.rs`) through a bounded
+//! A shard's Kinesis sink writer: rows encoded as JSON objects, one record each, with the partition key a
+//! column or SQL expression of the row; handed in batches to the control thread's writer (`kinesis/sink.rs`) through a bounded
 //! channel. A full channel makes the shard wait (backpressure). At a checkpoint barrier the writer sends a
 //! flush and the shard acknowledges only once every record before it is stored: at least once (Kinesis has
 //! no transactions; each window's row is identified by its key and window, which a consumer can deduplicate
@@ -20,8 +20,9 @@ use crate::constants::{KINESIS_RECORD_BYTES_MAX, KINESIS_SINK_BATCH_ROWS};
 use crate::kinesis::sink::{Flush, OutRecord, ToKinesis};
 use crate::record::json::{write_json_double, JsonEncoder};
 use crate::record::timestamp::write_timestamp;
-use crate::record::types::DataType;
+use crate::record::types::{DataType, Datum};
 use crate::record::{BatchView, Schema};
+use crate::sql::expr::Expr;
 
 /// How often a shard looks whether its writer took a batch or finished a flush, while it waits for it.
 const WAIT_POLL: Duration = Duration::from_millis(1);
@@ -32,8 +33,7 @@ const PARTITION_KEY_MAX: usize = 256;
 pub struct KinesisSinkWriter {
     name: String,
     encoder: JsonEncoder,
-    key_col: usize,
-    key_type: DataType,
+    partition_key: Expr,
     tx: Sender<ToKinesis>,
     batch: Vec<OutRecord>,
     bad: Arc<AtomicU64>,
@@ -41,13 +41,12 @@ pub struct KinesisSinkWriter {
 }
 
 impl KinesisSinkWriter {
-    /// `key_col` is the output column whose value is each record's partition key.
-    pub fn new(name: &str, schema: &Schema, key_col: usize, tx: Sender<ToKinesis>, bad: Arc<AtomicU64>) -> Self {
+    /// `partition_key`, bound over the output schema, gives each record's partition key.
+    pub fn new(name: &str, schema: &Schema, partition_key: Expr, tx: Sender<ToKinesis>, bad: Arc<AtomicU64>) -> Self {
         KinesisSinkWriter {
             name: name.to_string(),
             encoder: JsonEncoder::new(schema),
-            key_col,
-            key_type: schema.fields[key_col].ty,
+            partition_key,
             tx,
             batch: Vec::with_capacity(KINESIS_SINK_BATCH_ROWS),
             bad,
@@ -65,18 +64,15 @@ impl KinesisSinkWriter {
                 data.pop();
             }
             key.clear();
-            if !view.is_null(self.key_col, row) {
-                // The value as the record's JSON writes it (a string without its quotes).
-                let c = self.key_col;
-                match self.key_type {
-                    DataType::Varchar => key.extend_from_slice(view.str(c, row)),
-                    DataType::Int | DataType::BigInt => {
-                        key.extend_from_slice(itoa::Buffer::new().format(view.int(c, row)).as_bytes())
-                    }
-                    DataType::Double => write_json_double(view.double(c, row), &mut key),
-                    DataType::Boolean => key.extend_from_slice(if view.bool(c, row) { b"true" } else { b"false" }),
-                    DataType::Timestamp => write_timestamp(view.int(c, row), &mut key),
-                }
+            // The value as the record's JSON would write it (a string without its quotes); NULL: empty.
+            match self.partition_key.eval(view, row) {
+                Datum::Null => {}
+                Datum::Str(b) => key.extend_from_slice(b),
+                Datum::OwnedStr(b) => key.extend_from_slice(&b),
+                Datum::Int(v) if self.partition_key.ty() == DataType::Timestamp => write_timestamp(v, &mut key),
+                Datum::Int(v) => key.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+                Datum::Double(v) => write_json_double(v, &mut key),
+                Datum::Bool(b) => key.extend_from_slice(if b { b"true" } else { b"false" }),
             }
             let key = String::from_utf8_lossy(&key).into_owned();
             let problem = if key.is_empty() {

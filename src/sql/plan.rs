@@ -369,6 +369,13 @@ impl Scope for TableScope<'_> {
     }
 }
 
+/// Binds a scalar expression over the columns of `schema`, named `table` in messages (e.g. a sink's partition
+/// key over a job's output rows).
+pub fn bind_scalar(text: &str, table: &str, schema: &Schema) -> Result<Expr, SqlError> {
+    let e = super::parse_expr(text)?;
+    bind(&e, &mut TableScope { table, schema })
+}
+
 fn literal(value: Value, ty: DataType) -> Expr {
     Expr::Literal { value, ty }
 }
