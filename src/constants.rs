@@ -101,6 +101,15 @@ pub const STATE_SEGMENT_BYTES_MAX: u64 = 64 << 20;
 /// a tiny state is not rewritten at every checkpoint.
 pub const STATE_COMPACT_MIN_BYTES: u64 = 4 << 20;
 
+/// Mirrored checkpoints kept by default (`[mirror] keep`): as locally, more than one, so a damaged newest one
+/// still leaves an older one to resume from.
+pub const MIRROR_KEEP_DEFAULT: usize = 3;
+
+/// Size of the parts of a multipart upload to the mirror, and the size from which an object is uploaded in
+/// parts: S3 takes parts of 5 MiB or more; 8 MiB keeps a part's retry cheap and the part count of a 1 GB log
+/// well under S3's 10,000.
+pub const MIRROR_PART_BYTES: usize = 8 << 20;
+
 /// Completed checkpoints kept (manifests and the log they name); older ones are deleted. More than one, so a
 /// checkpoint found damaged at recovery still leaves an older one to start from.
 pub const CHECKPOINTS_RETAINED: usize = 3;
@@ -143,8 +152,8 @@ pub const KINESIS_DISCOVERY_INTERVAL_MS: u64 = 10_000;
 
 /// First and largest delay of the jittered exponential backoff after a throttled or failed AWS call: the first
 /// short enough not to stall a reader, the last long enough to let a throttled stream recover.
-pub const KINESIS_RETRY_BASE_MS: u64 = 100;
-pub const KINESIS_RETRY_MAX_MS: u64 = 5_000;
+pub const AWS_RETRY_BASE_MS: u64 = 100;
+pub const AWS_RETRY_MAX_MS: u64 = 5_000;
 
 /// How long after subscribing an enhanced fan-out reader subscribes again, unless the source's
 /// `resubscribe_after` says otherwise: Kinesis ends every subscription after 5 minutes; renewing 10 s earlier,

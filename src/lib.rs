@@ -5,6 +5,7 @@
 //! (watermarks) → `queue` (the exchange between shards) → `source` and `sink` (the edges) → `shard` (one
 //! executor per core, its event loop) → `metrics` → `daemon` (wires it all and reports).
 
+pub mod aws;
 pub mod checkpoint;
 pub mod config;
 pub mod constants;
@@ -12,6 +13,7 @@ pub mod cpu;
 pub mod daemon;
 pub mod kinesis;
 pub mod metrics;
+pub mod mirror;
 pub mod operator;
 pub mod queue;
 pub mod record;

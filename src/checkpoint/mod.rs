@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::constants::CHECKPOINTS_RETAINED;
+use crate::mirror::MirrorProgress;
 use crate::source::SplitState;
 use crate::state::log::SegmentRange;
 use crate::state::{parse_segment_name, LOG_DIR};
@@ -46,9 +47,21 @@ pub struct CheckpointControl {
     pub acks: Sender<ShardAck>,
     /// What each shard restores at start (taken by the shard).
     pub restore: Mutex<Vec<Option<ShardRestore>>>,
+    /// With a mirror: how far it got (sink output waits for it).
+    pub mirror: Option<Arc<MirrorProgress>>,
 }
 
 impl CheckpointControl {
+    /// The newest epoch whose sink output may be committed: complete, and mirrored when there is a mirror
+    /// (a job resumed from the mirror must never find output committed past the checkpoint it resumes from).
+    pub fn committable(&self) -> u64 {
+        let completed = self.completed.load(Ordering::SeqCst);
+        match &self.mirror {
+            None => completed,
+            Some(m) => completed.min(m.mirrored.load(Ordering::SeqCst)),
+        }
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         self.state_dir.join(LOG_DIR)
     }

@@ -4,7 +4,10 @@
 //! built from the validated config by `daemon`.
 
 pub mod duration;
-pub mod section;
+pub mod mirror;
+mod section;
+
+pub use mirror::{MirrorConfig, MirrorUrl};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -70,6 +73,8 @@ pub struct Config {
     pub jobs: Vec<JobConfig>,
     /// `[checkpoint]`: absent means no checkpoints.
     pub checkpoint: Option<CheckpointConfig>,
+    /// `[mirror]`: where checkpoints are mirrored (needs `[checkpoint]`).
+    pub mirror: Option<MirrorConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +244,7 @@ impl Config {
             .table("sinks")
             .map(|t| t.and_then(|t| named_tables(t, "sinks", &mut errors, |s, e| sink_config(s, &base, e))));
         let checkpoint = root.table("checkpoint").map(|t| t.map(|t| checkpoint_config(t, &mut errors)));
+        let mirror = root.table("mirror").map(|t| t.and_then(|t| mirror::mirror_config(t, &base, &mut errors)));
         root.allow(&["jobs"]);
         let jobs = jobs_config(&table, text, &mut errors);
         errors.extend(root.unknown_keys("the config file"));
@@ -261,6 +267,16 @@ impl Config {
                 None
             }
         };
+        let mirror = mirror.unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        });
+        if mirror.is_some() && checkpoint.is_none() {
+            errors.push(ConfigError::new(
+                "mirror",
+                "mirrors checkpoints: add [checkpoint] with an interval (or leave out [mirror])",
+            ));
+        }
         if jobs.is_empty() && errors.is_empty() {
             errors.push(ConfigError::new("jobs", "no job is defined; add a [[jobs]] table with a name and an sql"));
         }
@@ -277,7 +293,7 @@ impl Config {
         if !errors.is_empty() {
             return Err(fail(errors));
         }
-        Ok(Config { file: file.to_path_buf(), runtime, sources, sinks, jobs, checkpoint })
+        Ok(Config { file: file.to_path_buf(), runtime, sources, sinks, jobs, checkpoint, mirror })
     }
 }
 
@@ -444,8 +460,8 @@ fn file_source(s: &mut Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) 
     Some((SourceConnector::File(FileSourceConfig { path: base.join(path?) }), schema?))
 }
 
-/// The keys every Kinesis source and sink shares: `stream`, `region`, `endpoint`; secrets are refused.
-fn kinesis_endpoint(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> Option<KinesisEndpoint> {
+/// Credentials in an AWS-facing section are errors: they come only from the AWS default provider chain.
+fn refuse_secrets(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) {
     for secret in ["access_key_id", "secret_access_key", "session_token", "aws_access_key_id", "aws_secret_access_key"]
     {
         if s.has(secret) {
@@ -456,6 +472,11 @@ fn kinesis_endpoint(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> Optio
             ));
         }
     }
+}
+
+/// The keys every Kinesis source and sink shares: `stream`, `region`, `endpoint`; secrets are refused.
+fn kinesis_endpoint(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> Option<KinesisEndpoint> {
+    refuse_secrets(s, errors);
     let stream = collect(s.required_str("stream", "\"orders\" (a stream name or ARN)"), errors);
     let region = collect(s.str("region"), errors).flatten().map(str::to_string);
     let endpoint = collect(s.str("endpoint"), errors).flatten().map(str::to_string);

@@ -2,6 +2,8 @@
 //! Builds connectors (lists input files, creates output directories), starts the shards, reports counters
 //! while they run, and turns the outcome into an exit code.
 
+mod mirror;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::aws::AwsThread;
 use crate::checkpoint::manifest::{Binding, JobBinding, RunState, FORMAT_VERSION};
 use crate::checkpoint::recovery::{recover, recover_savepoint, RecoveryError};
 use crate::checkpoint::{CheckpointControl, Coordinator, ShardAck, ShardRestore};
@@ -24,6 +27,7 @@ use crate::sink::file::settle_parts;
 use crate::source::SplitPosition;
 use crate::sql::plan::TableInfo;
 use crate::sql::{parse_watermark, plan_job, JobPlan, WatermarkSpec};
+use mirror::MirrorRun;
 
 /// Why the daemon stopped; each maps to an exit code.
 #[derive(Debug)]
@@ -392,6 +396,7 @@ fn prepare_checkpoints(
     graph: &JobGraph,
     cfg: &crate::config::CheckpointConfig,
     from_savepoint: Option<&Path>,
+    mirror: Option<Arc<crate::mirror::MirrorProgress>>,
 ) -> Result<Option<(Arc<CheckpointControl>, crossbeam_channel::Receiver<ShardAck>, u64)>, DaemonError> {
     let n = graph.n_shards();
     let b = binding(p);
@@ -448,6 +453,7 @@ fn prepare_checkpoints(
         finished_shards: AtomicUsize::new(0),
         acks: acks_tx,
         restore: std::sync::Mutex::new(restore),
+        mirror,
     });
     Ok(Some((ctl, acks_rx, epoch)))
 }
@@ -484,8 +490,26 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
             file.display()
         )));
     }
+    // Before any thread starts: every thread inherits the blocked signals, the signal thread takes them.
+    install_signal_handlers();
+    // The control thread, for AWS calls: started before recovery when a mirror may fill the state directory.
+    let needs_aws = prepared.config.mirror.is_some() || !kinesis.is_empty() || !kinesis_sinks.is_empty();
+    let aws_thread = if needs_aws { Some(AwsThread::start().map_err(DaemonError::Runtime)?) } else { None };
+    let mut mirror = match (&prepared.config.mirror, &prepared.config.checkpoint, &aws_thread) {
+        (Some(m), Some(c), Some(aws)) => {
+            if from_savepoint.is_some() {
+                return Err(DaemonError::Config(format!(
+                    "{}: --from-savepoint with [mirror]: start from the savepoint without the mirror, or resume from the mirror without --from-savepoint",
+                    file.display()
+                )));
+            }
+            Some(MirrorRun::start(aws, m, &c.state_dir)?)
+        }
+        _ => None,
+    };
     if let Some(cfg) = &prepared.config.checkpoint {
-        match prepare_checkpoints(&prepared, &graph, cfg, from_savepoint)? {
+        match prepare_checkpoints(&prepared, &graph, cfg, from_savepoint, mirror.as_ref().map(|m| m.progress.clone()))?
+        {
             None => {
                 eprintln!(
                     "the newest checkpoint in {} marks the end of the input: every job already ran to completion. Empty runtime.state_dir to run them again.",
@@ -502,15 +526,13 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
             }
         }
     }
-    // Before any thread starts: every thread inherits the blocked signals, the signal thread takes them.
-    install_signal_handlers();
     restore_kinesis_positions(&graph, &mut kinesis);
-    // Dropped at the end of the run, after the shards closed their sinks: stops the readers and writers.
-    let aws = if kinesis.is_empty() && kinesis_sinks.is_empty() {
-        None
-    } else {
-        Some(KinesisService::start(kinesis, kinesis_sinks).map_err(DaemonError::Runtime)?)
-    };
+    // The control thread is dropped at the end of the run, after the shards closed their sinks: it stops
+    // the readers, writers and the mirror's uploader.
+    let aws = aws_thread
+        .as_ref()
+        .filter(|_| !kinesis.is_empty() || !kinesis_sinks.is_empty())
+        .map(|t| KinesisService::start(t, kinesis, kinesis_sinks));
     let graph = Arc::new(graph);
     tracing::info!(
         "starting {} job(s) on {} shard(s), CPUs {:?}",
@@ -535,6 +557,7 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
     let ring = || graph.ring_all();
     let never = crossbeam_channel::never();
     let mut checkpoint_error = None;
+    let mut rung_for_mirrored = 0;
     let result = loop {
         let now = Instant::now();
         let report_in = (last + interval).saturating_duration_since(now);
@@ -555,6 +578,21 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
         if let Some(c) = coordinator.as_mut() {
             c.tick(Instant::now(), STOP.load(Ordering::SeqCst), &ring);
         }
+        if let (Some(m), Some(ctl)) = (&mirror, &graph.checkpoints) {
+            m.completed(ctl.completed.load(Ordering::SeqCst));
+            if checkpoint_error.is_none() {
+                if let Some(e) = m.failure() {
+                    checkpoint_error = Some(e);
+                    graph.abort();
+                }
+            }
+            // A newly mirrored epoch lets the shards commit its output.
+            let mirrored = m.progress.mirrored.load(Ordering::SeqCst);
+            if mirrored > rung_for_mirrored {
+                rung_for_mirrored = mirrored;
+                ring();
+            }
+        }
         let now = Instant::now();
         if now >= last + interval {
             for (job, p) in graph.jobs.iter().zip(prev.iter_mut()) {
@@ -567,6 +605,9 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
             }
             for line in aws.iter().flat_map(KinesisService::report_lines) {
                 tracing::info!("{line}");
+            }
+            if let (Some(m), Some(ctl)) = (mirror.as_mut(), &graph.checkpoints) {
+                tracing::info!("{}", m.report_line(ctl.completed.load(Ordering::SeqCst)));
             }
             last = now;
         }

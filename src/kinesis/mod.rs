@@ -27,8 +27,9 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::Client;
 use crossbeam_channel::{Sender, TrySendError};
 
+pub(crate) use crate::aws::backoff;
+use crate::aws::AwsThread;
 use crate::config::{KinesisEndpoint, KinesisSourceConfig};
-use crate::constants::{KINESIS_RETRY_BASE_MS, KINESIS_RETRY_MAX_MS};
 
 /// One record as read from a stream shard.
 #[derive(Debug)]
@@ -99,44 +100,31 @@ pub struct ReaderStats {
 /// Every reader's stats, by (source, stream shard).
 pub type ReaderMetrics = std::sync::Mutex<BTreeMap<(String, String), Arc<ReaderStats>>>;
 
-/// The control thread's Kinesis work; stops (and joins its thread) when dropped.
+/// The Kinesis work on the control thread; it stops with the [`AwsThread`].
 pub struct KinesisService {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
     metrics: Arc<ReaderMetrics>,
 }
 
 impl KinesisService {
-    /// Starts reading `sources` and writing `sinks` on a thread of its own.
-    pub fn start(sources: Vec<SourceTask>, sinks: Vec<sink::SinkTask>) -> Result<KinesisService, String> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the AWS runtime: {e}"))?;
-        let flag = stop.clone();
+    /// Starts reading `sources` and writing `sinks` on the control thread.
+    pub fn start(aws: &AwsThread, sources: Vec<SourceTask>, sinks: Vec<sink::SinkTask>) -> KinesisService {
         let metrics: Arc<ReaderMetrics> = Arc::default();
-        let readers = metrics.clone();
-        let thread = std::thread::Builder::new()
-            .name("aws".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut tasks = tokio::task::JoinSet::new();
-                    for s in sources {
-                        tasks.spawn(source::run_source(s, flag.clone(), readers.clone()));
-                    }
-                    for s in sinks {
-                        let c = client(&s.at).await;
-                        let stream = Stream::new(&s.at.stream);
-                        for rx in s.from_shards {
-                            tasks.spawn(sink::run_writer(c.clone(), s.name.clone(), stream.clone(), rx, flag.clone()));
-                        }
-                    }
-                    while tasks.join_next().await.is_some() {}
-                });
-            })
-            .map_err(|e| format!("cannot start the AWS thread: {e}"))?;
-        Ok(KinesisService { stop, thread: Some(thread), metrics })
+        for s in sources {
+            aws.spawn(source::run_source(s, aws.stop_flag(), metrics.clone()));
+        }
+        for s in sinks {
+            let stop = aws.stop_flag();
+            aws.spawn(async move {
+                let c = client(&s.at).await;
+                let stream = Stream::new(&s.at.stream);
+                let mut writers = tokio::task::JoinSet::new();
+                for rx in s.from_shards {
+                    writers.spawn(sink::run_writer(c.clone(), s.name.clone(), stream.clone(), rx, stop.clone()));
+                }
+                while writers.join_next().await.is_some() {}
+            });
+        }
+        KinesisService { metrics }
     }
 
     /// One line per stream shard read: records read, and milliseconds behind the stream's tip.
@@ -156,15 +144,6 @@ impl KinesisService {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for KinesisService {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -202,7 +181,9 @@ impl Stream {
 /// or the network failing for a moment.
 pub(crate) fn retryable<E: ProvideErrorMetadata + std::error::Error + 'static, R>(e: &SdkError<E, R>) -> bool {
     match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        // A connection that failed or timed out; not a request that could not be made (no region, ...).
+        SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout(),
         SdkError::ServiceError(s) => matches!(
             s.err().code(),
             Some(
@@ -246,14 +227,6 @@ where
             done => return done,
         }
     }
-}
-
-/// Bounded, jittered exponential backoff: the delay before retry `attempt` (0-based).
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let cap = KINESIS_RETRY_BASE_MS.saturating_mul(1 << attempt.min(16)).min(KINESIS_RETRY_MAX_MS);
-    // Full jitter: a uniform delay in [cap/2, cap], from the clock's low bits (no RNG needed for this).
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    Duration::from_millis(cap / 2 + u64::from(nanos) % (cap / 2 + 1))
 }
 
 /// Sends to a shard, waiting while its channel is full (backpressure); false if the shard is gone or the run

@@ -441,9 +441,9 @@ impl ShardTask {
             self.complete_alignment().await?;
         }
         let c = self.ckpt.as_ref().expect("checkpoints are on");
-        let completed = c.ctl.completed.load(Ordering::SeqCst);
-        if completed > c.committed {
-            self.commit(completed).await?;
+        let committable = c.ctl.committable();
+        if committable > c.committed {
+            self.commit(committable).await?;
         }
         let c = self.ckpt.as_ref().expect("checkpoints are on");
         let final_epoch = c.ctl.final_epoch.load(Ordering::SeqCst);
