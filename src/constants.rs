@@ -105,6 +105,11 @@ pub const STATE_COMPACT_MIN_BYTES: u64 = 4 << 20;
 /// still leaves an older one to resume from.
 pub const MIRROR_KEEP_DEFAULT: usize = 3;
 
+/// Times a starting instance tries to claim the mirror's next chain entry: each failure means an entry was
+/// created meanwhile (the running instance publishes one per checkpoint), so a few tries suffice; more
+/// failures mean instances are fighting over the prefix, and the start stops saying so.
+pub const MIRROR_CLAIM_ATTEMPTS: u32 = 10;
+
 /// Size of the parts of a multipart upload to the mirror, and the size from which an object is uploaded in
 /// parts: S3 takes parts of 5 MiB or more; 8 MiB keeps a part's retry cheap and the part count of a 1 GB log
 /// well under S3's 10,000.

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::manifest::{list_manifests, read_manifest, write_manifest, Manifest, MANIFEST_DIR};
 use crate::config::MirrorConfig;
+use crate::constants::MIRROR_CLAIM_ATTEMPTS;
 use crate::state::LOG_DIR;
 use store::{Store, StoreError, StoreStats};
 
@@ -165,42 +166,50 @@ impl Mirror {
     pub async fn claim(&mut self, state_dir: &Path, stop: &AtomicBool) -> Result<(), String> {
         let local = list_manifests(&state_dir.join(MANIFEST_DIR))?;
         let local_generation = read_local_generation(state_dir)?;
-        let newest = self.newest_entry(stop).await?;
-        let resumed: Option<Mirrored> = match &newest {
-            None => None,
-            Some(e) if local.is_empty() => {
-                if let Some(m) = &e.checkpoint {
-                    self.download(m, state_dir, stop).await?;
+        // Claim first, download after: once the claim is in, the instance it supersedes cannot publish.
+        let mut attempts = 0;
+        let (index, generation, resumed) = loop {
+            let newest = self.newest_entry(stop).await?;
+            let resumed: Option<Mirrored> = match &newest {
+                None => None,
+                Some(e) if local.is_empty() || local_generation == Some(e.generation) => e.checkpoint.clone(),
+                Some(e) => {
+                    return Err(format!(
+                        "{} holds checkpoints that are not the history mirror {} continues (its newest entry is generation {}, the state directory's is {}): another instance has run on this mirror since. Empty {} to resume from the mirror, or point [mirror] url elsewhere to keep this state",
+                        state_dir.display(),
+                        self.label,
+                        e.generation,
+                        local_generation.map_or("none".to_string(), |g| g.to_string()),
+                        state_dir.display()
+                    ));
                 }
-                e.checkpoint.clone()
+            };
+            let (index, generation) = newest.as_ref().map_or((1, 1), |e| (e.index + 1, e.generation + 1));
+            let entry = Entry { index, generation, kind: EntryKind::Claim, checkpoint: resumed.clone() };
+            let bytes = Arc::new(serde_json::to_vec_pretty(&entry).expect("an entry encodes"));
+            let created = self
+                .store
+                .create(&chain_key(index), bytes, stop, &self.progress.stats)
+                .await
+                .map_err(|e| self.fail("cannot claim a generation", e))?;
+            if created {
+                break (index, generation, resumed);
             }
-            Some(e) if local_generation == Some(e.generation) => e.checkpoint.clone(),
-            Some(e) => {
+            // The running instance published meanwhile (or another one claimed): look again.
+            attempts += 1;
+            if attempts >= MIRROR_CLAIM_ATTEMPTS {
                 return Err(format!(
-                    "{} holds checkpoints that are not the history mirror {} continues (its newest entry is generation {}, the state directory's is {}): another instance has run on this mirror since. Empty {} to resume from the mirror, or point [mirror] url elsewhere to keep this state",
-                    state_dir.display(),
-                    self.label,
-                    e.generation,
-                    local_generation.map_or("none".to_string(), |g| g.to_string()),
-                    state_dir.display()
+                    "mirror {}: the chain kept moving while this instance tried to claim it ({attempts} attempts): is another instance starting on the same prefix?",
+                    self.label
                 ));
             }
         };
-        let (index, generation) = newest.as_ref().map_or((1, 1), |e| (e.index + 1, e.generation + 1));
-        let entry = Entry { index, generation, kind: EntryKind::Claim, checkpoint: resumed.clone() };
-        let bytes = Arc::new(serde_json::to_vec_pretty(&entry).expect("an entry encodes"));
-        let created = self
-            .store
-            .create(&chain_key(index), bytes, stop, &self.progress.stats)
-            .await
-            .map_err(|e| self.fail("cannot claim a generation", e))?;
-        if !created {
-            return Err(format!(
-                "mirror {}: another instance claimed it at the same moment (chain entry {index}); only one may run on a mirror prefix",
-                self.label
-            ));
-        }
         write_local_generation(state_dir, generation)?;
+        if local.is_empty() {
+            if let Some(m) = &resumed {
+                self.download(m, state_dir, stop).await?;
+            }
+        }
         self.generation = generation;
         self.index = index;
         if let Some(m) = &resumed {
