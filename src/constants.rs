@@ -110,6 +110,11 @@ pub const MIRROR_KEEP_DEFAULT: usize = 3;
 /// failures mean instances are fighting over the prefix, and the start stops saying so.
 pub const MIRROR_CLAIM_ATTEMPTS: u32 = 10;
 
+/// Timeouts of one mirror request: connecting, and one attempt whole (an object or part of at most
+/// [`MIRROR_PART_BYTES`] at 400 KB/s). A store that stopped answering is then retried, not waited on forever.
+pub const MIRROR_CONNECT_TIMEOUT_MS: u64 = 3_000;
+pub const MIRROR_ATTEMPT_TIMEOUT_MS: u64 = 20_000;
+
 /// Size of the parts of a multipart upload to the mirror, and the size from which an object is uploaded in
 /// parts: S3 takes parts of 5 MiB or more; 8 MiB keeps a part's retry cheap and the part count of a 1 GB log
 /// well under S3's 10,000.

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,20 +59,6 @@ impl Rng {
     }
 }
 
-/// Starts `shardflow run -c config` with its output appended to `log`.
-fn spawn(config: &Path, log: &Path) -> Child {
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open run log");
-    let err = out.try_clone().expect("clone run log");
-    Command::new(shardflow_bin())
-        .args(["run", "-c"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("start shardflow")
-}
-
 /// Waits for a child with a deadline; its exit code.
 fn wait_for(child: &mut Child, timeout: Duration, log: &Path, dir: &TempDir) -> i32 {
     let started = Instant::now();
@@ -103,7 +89,7 @@ fn run_with_kills_cycling(configs: &[&Path], kills: usize, dir: &TempDir) -> usi
     let mut killed = 0;
     let config = |run: usize| configs[run % configs.len()];
     while killed < kills {
-        let mut child = spawn(config(killed), &log);
+        let mut child = spawn_logged(config(killed), &log);
         std::thread::sleep(Duration::from_millis(rng.between(LIFE_MIN_MS, LIFE_MAX_MS)));
         if child.try_wait().expect("poll shardflow").is_some() {
             // It finished before the kill: start over from the checkpoints it left (a finished run).
@@ -113,7 +99,7 @@ fn run_with_kills_cycling(configs: &[&Path], kills: usize, dir: &TempDir) -> usi
         child.wait().expect("reap shardflow");
         killed += 1;
     }
-    let mut child = spawn(config(killed), &log);
+    let mut child = spawn_logged(config(killed), &log);
     let code = wait_for(&mut child, FINISH_TIMEOUT, &log, dir);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     if code != 0 {
@@ -205,7 +191,7 @@ fn nexmark_reference(dir: &TempDir) {
 /// Starts a run of `cfg`, sends it SIGTERM after `after`, and checks that it stops cleanly.
 fn run_then_sigterm(cfg: &Path, after: Duration, dir: &TempDir) {
     let log = dir.join("runs.log");
-    let mut child = spawn(cfg, &log);
+    let mut child = spawn_logged(cfg, &log);
     std::thread::sleep(after);
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
@@ -330,7 +316,7 @@ fn sigterm_stops_with_a_final_checkpoint_and_the_next_run_resumes() {
     let partial = rows(&dir.join("stopped/counts")).len();
     assert!(partial < rows(&dir.join("reference/counts")).len(), "the job was not stopped before its end");
     assert_eq!(hidden_output_files(&dir.join("stopped/counts")), Vec::<String>::new());
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     assert_eq!(wait_for(&mut child, FINISH_TIMEOUT, &log, &dir), 0);
     for sink in ["counts", "hops"] {
         assert_same_output(sink, &dir.join(format!("stopped/{sink}")), &dir.join(format!("reference/{sink}")), &dir);
@@ -439,7 +425,7 @@ fn a_savepoint_taken_while_the_job_runs_restores_exactly_its_checkpoint() {
     nexmark_reference(&dir);
     let first = nexmark_config(&dir, "first", 2, true, 150_000);
     let log = dir.join("runs.log");
-    let mut child = spawn(&first, &log);
+    let mut child = spawn_logged(&first, &log);
     std::thread::sleep(Duration::from_millis(1500));
     let savepoint = dir.join("savepoint");
     let args = ["savepoint".as_ref(), "-c".as_ref(), first.as_os_str(), "--to".as_ref(), savepoint.as_os_str()];

@@ -6,12 +6,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
-use common::{canonical_json, format_ts, read_output_rows, shardflow_bin, write_file, TempDir};
+use common::{canonical_json, format_ts, read_output_rows, spawn_logged, write_file, TempDir};
 use serde_json::Value;
 
 /// Records PutRecords takes per call (Kinesis' limit).
@@ -167,18 +167,6 @@ GROUP BY k, window_start, window_end
     path
 }
 
-fn spawn(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the run log");
-    Command::new(shardflow_bin())
-        .args(["run", "-c"])
-        .arg(config)
-        .current_dir(config.parent().unwrap())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start shardflow")
-}
-
 /// Sorted canonical rows of the sink's committed output.
 fn rows(dir: &Path) -> Vec<String> {
     let mut r: Vec<String> = read_output_rows(dir).iter().map(canonical_json).collect();
@@ -231,7 +219,7 @@ fn run_to_expected(label: &str, stream: &str, input: &[Value]) -> String {
     let cfg = config(&dir, stream, true);
     let log = dir.join("run.log");
     let want = expected(input);
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     wait_for_rows(&dir.join("out"), want.len(), &mut child, &log, &dir);
     assert_eq!(sigterm_and_wait(&mut child), 0);
     assert_eq!(rows(&dir.join("out")), want);
@@ -250,7 +238,7 @@ fn killed_and_restarted_a_kinesis_job_writes_every_window_once() {
     let dir = TempDir::new("kinesis-restart");
     let cfg = config(&dir, &stream, true);
     let log = dir.join("run.log");
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     // Windows of the first 600 events fire once the source goes idle: wait for some output, then kill.
     wait_for_rows(&dir.join("out"), 5, &mut child, &log, &dir);
     child.kill().expect("SIGKILL shardflow");
@@ -260,7 +248,7 @@ fn killed_and_restarted_a_kinesis_job_writes_every_window_once() {
     put(&rt, &c, &stream, &[flush_event()]);
     let all: Vec<Value> = first.into_iter().chain(second).collect();
     let want = expected(&all);
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     wait_for_rows(&dir.join("out"), want.len(), &mut child, &log, &dir);
     assert_eq!(sigterm_and_wait(&mut child), 0);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -349,7 +337,7 @@ fn windows_over_a_kinesis_stream_are_written_to_a_kinesis_stream() {
     let cfg = config_with_sink(&dir, &input_stream, true, &sink);
     let log = dir.join("run.log");
     let want = expected(&input);
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     let got = wait_for_records(&rt, &c, &output_stream, want.len(), &mut child, &log, &dir);
     assert_eq!(sigterm_and_wait(&mut child), 0);
     assert_eq!(got, want);
@@ -371,7 +359,7 @@ fn killed_and_restarted_a_kinesis_sink_loses_nothing() {
     let dir = TempDir::new("kinesis-sink-restart");
     let cfg = config_with_sink(&dir, &input_stream, true, &kinesis_sink(&output_stream));
     let log = dir.join("run.log");
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     wait_for_records(&rt, &c, &output_stream, 5, &mut child, &log, &dir);
     child.kill().expect("SIGKILL shardflow");
     child.wait().expect("reap shardflow");
@@ -380,7 +368,7 @@ fn killed_and_restarted_a_kinesis_sink_loses_nothing() {
     put(&rt, &c, &input_stream, &[flush_event()]);
     let all: Vec<Value> = first.into_iter().chain(second).collect();
     let want = expected(&all);
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     let deadline = Instant::now() + OUTPUT_TIMEOUT;
     let mut got;
     loop {
@@ -547,7 +535,7 @@ fn a_split_and_a_merge_while_running_lose_nothing_and_keep_each_keys_order() {
     let dir = TempDir::new("kinesis-reshard");
     let cfg = copy_job(&dir, &stream, "");
     let log = dir.join("run.log");
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     put_keyed(&rt, &c, &stream, &keyed_events(0, 300));
     wait_for_rows(&dir.join("out"), 300, &mut child, &log, &dir);
     let first = split_first(&rt, &c, &stream);
@@ -627,7 +615,7 @@ fn at_timestamp_starts_at_the_records_that_arrived_from_then_on() {
     write_file(&cfg, text.as_bytes());
     let log = dir.join("run.log");
     let want = expected(&later);
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     wait_for_rows(&dir.join("out"), want.len(), &mut child, &log, &dir);
     // Give the earlier records time to show up, were they (wrongly) read.
     std::thread::sleep(Duration::from_millis(1500));
@@ -658,7 +646,7 @@ fn enhanced_fan_out_reads_every_record_once_across_resubscriptions_a_restart_and
     let dir = TempDir::new("kinesis-efo");
     let cfg = copy_job(&dir, &stream, "consumer = \"shardflow-e2e\"\nresubscribe_after = \"5s\"");
     let (log, out) = (dir.join("run.log"), dir.join("out"));
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     put_keyed(&rt, &c, &stream, &keyed_events(0, 300));
     wait_for_rows(&out, 300, &mut child, &log, &dir);
     // Past the first renewal: these arrive through the second subscriptions.
@@ -668,7 +656,7 @@ fn enhanced_fan_out_reads_every_record_once_across_resubscriptions_a_restart_and
     child.kill().expect("SIGKILL shardflow");
     child.wait().expect("reap shardflow");
     put_keyed(&rt, &c, &stream, &keyed_events(600, 700));
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     wait_for_rows(&out, 700, &mut child, &log, &dir);
     split_first(&rt, &c, &stream);
     put_keyed(&rt, &c, &stream, &keyed_events(700, 1000));
@@ -701,7 +689,7 @@ fn a_position_the_stream_no_longer_holds_stops_the_job_and_is_reported() {
     let dir = TempDir::new("kinesis-lost-position");
     let cfg = copy_job(&dir, &stream, "");
     let (log, out) = (dir.join("run.log"), dir.join("out"));
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     put_keyed(&rt, &c, &stream, &keyed_events(0, 100));
     wait_for_rows(&out, 100, &mut child, &log, &dir);
     assert_eq!(sigterm_and_wait(&mut child), 0);
@@ -716,7 +704,7 @@ fn a_position_the_stream_no_longer_holds_stops_the_job_and_is_reported() {
     });
     wait_active(&rt, &c, &stream);
     put_keyed(&rt, &c, &stream, &keyed_events(100, 110));
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     let deadline = Instant::now() + OUTPUT_TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

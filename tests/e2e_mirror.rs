@@ -5,14 +5,21 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{assert_rows_match, read_output_rows, shardflow_bin, write_file, TempDir};
+use common::{assert_rows_match, read_output_rows, spawn_logged, write_file, TempDir};
 use serde_json::Value;
 
 /// How long a test waits for a run or a log line before failing.
 const WAIT: Duration = Duration::from_secs(120);
+
+/// One test at a time: one of them pauses the S3 server, which would stall the others.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
@@ -76,18 +83,6 @@ GROUP BY bidder, window_start, window_end
     path
 }
 
-fn spawn(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the run log");
-    Command::new(shardflow_bin())
-        .args(["run", "-c"])
-        .arg(config)
-        .current_dir(config.parent().unwrap())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start shardflow")
-}
-
 fn log_text(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
 }
@@ -129,6 +124,18 @@ fn wait_mirrored(log: &Path, epoch: u64, child: &mut Child, dir: &TempDir) -> u6
     }
 }
 
+/// The output of an uninterrupted run of [`job`] over `events` bids, without a mirror (as fast as it goes:
+/// the generator's event times do not depend on the wall clock, so neither does the output).
+fn reference_rows(dir: &TempDir, events: u64) -> Vec<Value> {
+    let reference = job(&dir.join("reference"), events, 0, None);
+    let log = dir.join("reference.log");
+    let mut child = spawn_logged(&reference, &log);
+    assert_eq!(wait_exit(&mut child, &log, dir), 0, "the uninterrupted run; log:\n{}", log_text(&log));
+    let rows = sorted_rows(&dir.join("reference/out"));
+    assert!(rows.len() > 1000, "the reference run wrote {} rows", rows.len());
+    rows
+}
+
 fn sorted_rows(out: &Path) -> Vec<Value> {
     let mut rows = read_output_rows(out);
     rows.sort_by_key(|r| r.to_string());
@@ -139,32 +146,76 @@ fn sorted_rows(out: &Path) -> Vec<Value> {
 /// from the newest mirrored checkpoint, and its output equals an uninterrupted run's exactly.
 #[test]
 fn killed_and_its_state_dir_deleted_a_job_resumes_from_s3_with_exact_output() {
+    let _serial = serial();
     let rt = runtime();
     let c = client(&rt);
     let bucket = bucket(&rt, &c, "resume");
     let dir = TempDir::new("mirror-resume");
     let (events, rate) = (4_000_000, 400_000);
 
-    let reference = job(&dir.join("reference"), events, rate, None);
-    let log = dir.join("reference.log");
-    let mut child = spawn(&reference, &log);
-    assert_eq!(wait_exit(&mut child, &log, &dir), 0, "the uninterrupted run; log:\n{}", log_text(&log));
-    let want = sorted_rows(&dir.join("reference/out"));
-    assert!(want.len() > 1000, "the reference run wrote {} rows", want.len());
+    let want = reference_rows(&dir, events);
 
     let cfg = job(&dir.join("mirrored"), events, rate, Some(&format!("url = \"s3://{bucket}/jobs/kwin\"")));
     let log = dir.join("mirrored.log");
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     wait_mirrored(&log, 5, &mut child, &dir);
     child.kill().expect("SIGKILL shardflow");
     child.wait().expect("reap shardflow");
     std::fs::remove_dir_all(dir.join("mirrored/state")).expect("delete the state directory");
-    let mut child = spawn(&cfg, &log);
+    let mut child = spawn_logged(&cfg, &log);
     assert_eq!(wait_exit(&mut child, &log, &dir), 0, "the resumed run; log:\n{}", log_text(&log));
     let text = log_text(&log);
     assert!(text.contains(&format!("from mirror s3://{bucket}/jobs/kwin")), "no resume from the mirror:\n{text}");
     assert!(text.contains("generation 2 claimed"), "the restart claimed no new generation:\n{text}");
     assert_rows_match("resumed from S3", &sorted_rows(&dir.join("mirrored/out")), &want, &dir);
+    // Retention (keep = 3): at most 3 chain entries are left; every chunk they name is there, and no other.
+    let objects = list_objects(&rt, &c, &bucket, "jobs/kwin/");
+    let entries: Vec<Value> = objects
+        .iter()
+        .filter(|(k, _)| k.starts_with("jobs/kwin/chain/"))
+        .map(|(_, v)| serde_json::from_slice(v).expect("a chain entry"))
+        .collect();
+    assert!((1..=3).contains(&entries.len()), "{} chain entries are left", entries.len());
+    let named: std::collections::BTreeSet<String> = entries
+        .iter()
+        .flat_map(|e| e["checkpoint"]["chunks"].as_array().cloned().unwrap_or_default())
+        .map(|c| format!("jobs/kwin/{}", c["key"].as_str().unwrap()))
+        .collect();
+    let chunks: std::collections::BTreeSet<String> =
+        objects.iter().map(|(k, _)| k.clone()).filter(|k| k.starts_with("jobs/kwin/log/")).collect();
+    assert_eq!(chunks, named, "the chunks in the mirror are exactly those the retained entries name");
+}
+
+/// Every object under `prefix`: key and bytes.
+fn list_objects(
+    rt: &tokio::runtime::Runtime,
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Vec<(String, Vec<u8>)> {
+    rt.block_on(async {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = c
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .expect("ListObjectsV2");
+            for o in page.contents() {
+                let key = o.key().unwrap().to_string();
+                let got = c.get_object().bucket(bucket).key(&key).send().await.expect("GetObject");
+                out.push((key, got.body.collect().await.expect("the body").into_bytes().to_vec()));
+            }
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return out,
+            }
+        }
+    })
 }
 
 /// A second instance started on the same prefix (another machine: its own, empty state directory) takes
@@ -172,6 +223,7 @@ fn killed_and_its_state_dir_deleted_a_job_resumes_from_s3_with_exact_output() {
 /// after the takeover is the second instance's.
 #[test]
 fn a_second_instance_fences_the_first() {
+    let _serial = serial();
     let rt = runtime();
     let c = client(&rt);
     let bucket = bucket(&rt, &c, "fence");
@@ -181,9 +233,9 @@ fn a_second_instance_fences_the_first() {
     let first = job(&dir.join("a"), 0, 100_000, Some(&mirror));
     let second = job(&dir.join("b"), 0, 100_000, Some(&mirror));
     let (log_a, log_b) = (dir.join("a.log"), dir.join("b.log"));
-    let mut a = spawn(&first, &log_a);
+    let mut a = spawn_logged(&first, &log_a);
     wait_mirrored(&log_a, 3, &mut a, &dir);
-    let mut b = spawn(&second, &log_b);
+    let mut b = spawn_logged(&second, &log_b);
     wait_mirrored(&log_b, 1, &mut b, &dir);
     assert_eq!(wait_exit(&mut a, &log_a, &dir), 1, "the fenced instance; log:\n{}", log_text(&log_a));
     let text = log_text(&log_a);
@@ -195,17 +247,55 @@ fn a_second_instance_fences_the_first() {
     assert_eq!(unsafe { libc::kill(b.id() as i32, libc::SIGTERM) }, 0);
     assert_eq!(wait_exit(&mut b, &log_b, &dir), 0, "the second instance; log:\n{}", log_text(&log_b));
     // The chain: generation 1 (A), then B's claim (generation 2) and only B's entries after it.
-    let entries: Vec<Value> = rt.block_on(async {
-        let listed = c.list_objects_v2().bucket(&bucket).prefix("kwin/chain/").send().await.expect("ListObjectsV2");
-        let mut out = Vec::new();
-        for o in listed.contents() {
-            let got = c.get_object().bucket(&bucket).key(o.key().unwrap()).send().await.expect("GetObject");
-            let bytes = got.body.collect().await.expect("the body").into_bytes();
-            out.push(serde_json::from_slice(&bytes).expect("a chain entry"));
-        }
-        out
-    });
+    let entries: Vec<Value> = list_objects(&rt, &c, &bucket, "kwin/chain/")
+        .iter()
+        .map(|(_, v)| serde_json::from_slice(v).expect("a chain entry"))
+        .collect();
     let claim = entries.iter().position(|e| e["kind"] == "claim" && e["generation"] == 2).expect("B's claim");
     assert!(entries[claim..].iter().all(|e| e["generation"] == 2), "an entry after B's claim is not B's");
     assert!(entries.len() - claim > 3, "B published after its claim");
+}
+
+/// Sends `signal` to the S3 server (`.ci/run` passes its process id).
+fn signal_s3(signal: i32) {
+    let pid: i32 = std::env::var("SHARDFLOW_TEST_S3_PID")
+        .expect("SHARDFLOW_TEST_S3_PID is not set: run the tests through .ci/run")
+        .parse()
+        .expect("a process id");
+    // SAFETY: signalling the S3 server process .ci/run started.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal the S3 server");
+}
+
+/// The S3 server stops answering for 30 s mid-run: the job keeps running and checkpointing locally, the
+/// mirror retries and catches up once the server is back, and the output is exact.
+#[test]
+fn an_s3_outage_of_30_s_mid_run_loses_nothing() {
+    let _serial = serial();
+    let rt = runtime();
+    let c = client(&rt);
+    let bucket = bucket(&rt, &c, "outage");
+    let dir = TempDir::new("mirror-outage");
+    let events = 12_000_000;
+    let want = reference_rows(&dir, events);
+    let cfg = job(&dir.join("mirrored"), events, 250_000, Some(&format!("url = \"s3://{bucket}/kwin\"")));
+    let log = dir.join("mirrored.log");
+    let mut child = spawn_logged(&cfg, &log);
+    let before = wait_mirrored(&log, 3, &mut child, &dir);
+    signal_s3(libc::SIGSTOP);
+    let paused = Instant::now();
+    let completed = |text: &str| text.matches(" complete in ").count();
+    let at_pause = completed(&log_text(&log));
+    std::thread::sleep(Duration::from_secs(30));
+    let during = completed(&log_text(&log)) - at_pause;
+    let running = child.try_wait().unwrap().is_none();
+    signal_s3(libc::SIGCONT);
+    assert!(running, "the job stopped during the outage; log:\n{}", log_text(&log));
+    assert!(during >= 10, "{during} local checkpoints in {:?} of outage", paused.elapsed());
+    assert_eq!(wait_exit(&mut child, &log, &dir), 0, "the run; log:\n{}", log_text(&log));
+    let text = log_text(&log);
+    let retries: u64 =
+        text.lines().filter_map(|l| l.split_once(" retries")?.0.rsplit(' ').next()?.parse().ok()).max().unwrap_or(0);
+    assert!(retries > 0, "the mirror reported no retries:\n{text}");
+    assert!(wait_mirrored(&log, before + 1, &mut child, &dir) > before);
+    assert_rows_match("through an S3 outage", &sorted_rows(&dir.join("mirrored/out")), &want, &dir);
 }

@@ -624,6 +624,9 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
     for line in aws.iter().flat_map(KinesisService::report_lines) {
         eprintln!("{line}");
     }
+    if let (Some(m), Some(ctl)) = (mirror.as_mut(), &graph.checkpoints) {
+        eprintln!("{}", m.report_line(ctl.completed.load(Ordering::SeqCst)));
+    }
     for job in &graph.jobs {
         let snap = job.metrics.snapshot();
         tracing::info!("{}", report_line(&job.metrics, snap, JobSnapshot::default(), elapsed));

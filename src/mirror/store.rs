@@ -14,7 +14,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use crate::aws::backoff;
 use crate::config::{MirrorConfig, MirrorUrl};
-use crate::constants::MIRROR_PART_BYTES;
+use crate::constants::{MIRROR_ATTEMPT_TIMEOUT_MS, MIRROR_CONNECT_TIMEOUT_MS, MIRROR_PART_BYTES};
 
 pub enum Store {
     S3 { client: aws_sdk_s3::Client, bucket: String, prefix: String },
@@ -92,7 +92,14 @@ impl Store {
         match &cfg.url {
             MirrorUrl::Local(root) => Store::Local { root: root.clone() },
             MirrorUrl::S3 { bucket, prefix } => {
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_millis(MIRROR_CONNECT_TIMEOUT_MS))
+                    .operation_attempt_timeout(std::time::Duration::from_millis(MIRROR_ATTEMPT_TIMEOUT_MS))
+                    .build();
+                // Retries are this module's (bounded, jittered, counted in the metrics), not the SDK's.
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .timeout_config(timeouts)
+                    .retry_config(aws_config::retry::RetryConfig::disabled());
                 if let Some(r) = &cfg.region {
                     loader = loader.region(aws_config::Region::new(r.clone()));
                 }

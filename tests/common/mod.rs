@@ -234,6 +234,21 @@ pub fn shardflow_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_shardflow"))
 }
 
+/// Starts `shardflow run -c config` in the config's directory, its stdout and stderr appended to `log`.
+pub fn spawn_logged(config: &Path, log: &Path) -> std::process::Child {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the run log");
+    let err = out.try_clone().expect("clone the run log");
+    std::process::Command::new(shardflow_bin())
+        .args(["run", "-c"])
+        .arg(config)
+        .current_dir(config.parent().unwrap_or(Path::new(".")))
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start shardflow")
+}
+
 /// What one run of the binary did.
 #[derive(Debug)]
 pub struct RunOutput {
