@@ -115,6 +115,17 @@ pub const MIRROR_CLAIM_ATTEMPTS: u32 = 10;
 pub const MIRROR_CONNECT_TIMEOUT_MS: u64 = 3_000;
 pub const MIRROR_ATTEMPT_TIMEOUT_MS: u64 = 20_000;
 
+/// Default `[mirror] backlog`: bytes written locally and not yet mirrored (state log of unmirrored checkpoints,
+/// sink output waiting for them) before the sources are paused. 4 GiB holds a few minutes of a heavy job's
+/// checkpoints, enough to ride out a store's short outage, and still fits a modest disk.
+pub const MIRROR_BACKLOG_DEFAULT_BYTES: u64 = 4 << 30;
+
+/// The sources resume once the backlog is back under this share of the limit (hysteresis: no flapping).
+pub const MIRROR_BACKLOG_RESUME_PERCENT: u64 = 80;
+
+/// How often the daemon measures the backlog (it lists the sink directories).
+pub const MIRROR_BACKLOG_CHECK_MS: u64 = 1_000;
+
 /// Size of the parts of a multipart upload to the mirror, and the size from which an object is uploaded in
 /// parts: S3 takes parts of 5 MiB or more; 8 MiB keeps a part's retry cheap and the part count of a 1 GB log
 /// well under S3's 10,000.

@@ -266,8 +266,9 @@ fn signal_s3(signal: i32) {
     assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal the S3 server");
 }
 
-/// The S3 server stops answering for 30 s mid-run: the job keeps running and checkpointing locally, the
-/// mirror retries and catches up once the server is back, and the output is exact.
+/// The S3 server stops answering for 30 s mid-run: the job keeps running and checkpointing locally until
+/// the not yet mirrored bytes pass `[mirror] backlog`, then its sources pause (checkpoints go on); the mirror
+/// retries, catches up once the server is back, the sources resume, and the output is exact.
 #[test]
 fn an_s3_outage_of_30_s_mid_run_loses_nothing() {
     let _serial = serial();
@@ -277,7 +278,9 @@ fn an_s3_outage_of_30_s_mid_run_loses_nothing() {
     let dir = TempDir::new("mirror-outage");
     let events = 12_000_000;
     let want = reference_rows(&dir, events);
-    let cfg = job(&dir.join("mirrored"), events, 250_000, Some(&format!("url = \"s3://{bucket}/kwin\"")));
+    // A small backlog limit: the outage fills it, and the sources pause until the mirror catches up.
+    let mirror = format!("url = \"s3://{bucket}/kwin\"\nbacklog = \"4MB\"");
+    let cfg = job(&dir.join("mirrored"), events, 250_000, Some(&mirror));
     let log = dir.join("mirrored.log");
     let mut child = spawn_logged(&cfg, &log);
     let before = wait_mirrored(&log, 3, &mut child, &dir);
@@ -296,6 +299,8 @@ fn an_s3_outage_of_30_s_mid_run_loses_nothing() {
     let retries: u64 =
         text.lines().filter_map(|l| l.split_once(" retries")?.0.rsplit(' ').next()?.parse().ok()).max().unwrap_or(0);
     assert!(retries > 0, "the mirror reported no retries:\n{text}");
+    let paused = text.find("the sources are paused until the mirror catches up").expect("no backpressure");
+    assert!(text[paused..].contains("the sources are resumed"), "the sources were not resumed:\n{text}");
     assert!(wait_mirrored(&log, before + 1, &mut child, &dir) > before);
     assert_rows_match("through an S3 outage", &sorted_rows(&dir.join("mirrored/out")), &want, &dir);
 }

@@ -19,7 +19,7 @@ pub mod savepoint;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -49,6 +49,8 @@ pub struct CheckpointControl {
     pub restore: Mutex<Vec<Option<ShardRestore>>>,
     /// With a mirror: how far it got (sink output waits for it).
     pub mirror: Option<Arc<MirrorProgress>>,
+    /// Set while the mirror's backlog is past its limit: shards read no source (backpressure).
+    pub held: AtomicBool,
 }
 
 impl CheckpointControl {
@@ -244,6 +246,11 @@ impl Coordinator {
             entries,
             bytes
         ))
+    }
+
+    /// Bytes of state log the checkpoints completed after `epoch` wrote in this run.
+    pub fn log_bytes_after(&self, epoch: u64) -> u64 {
+        self.history.iter().rev().take_while(|s| s.epoch > epoch).map(|s| s.bytes).sum()
     }
 
     pub fn acks(&self) -> &Receiver<ShardAck> {

@@ -454,6 +454,7 @@ fn prepare_checkpoints(
         acks: acks_tx,
         restore: std::sync::Mutex::new(restore),
         mirror,
+        held: AtomicBool::new(false),
     });
     Ok(Some((ctl, acks_rx, epoch)))
 }
@@ -558,6 +559,7 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
     let never = crossbeam_channel::never();
     let mut checkpoint_error = None;
     let mut rung_for_mirrored = 0;
+    let sink_dirs: Vec<std::path::PathBuf> = file_sink_writers(&graph).into_iter().map(|(d, _)| d).collect();
     let result = loop {
         let now = Instant::now();
         let report_in = (last + interval).saturating_duration_since(now);
@@ -578,13 +580,16 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
         if let Some(c) = coordinator.as_mut() {
             c.tick(Instant::now(), STOP.load(Ordering::SeqCst), &ring);
         }
-        if let (Some(m), Some(ctl)) = (&mirror, &graph.checkpoints) {
+        if let (Some(m), Some(ctl)) = (mirror.as_mut(), &graph.checkpoints) {
             m.completed(ctl.completed.load(Ordering::SeqCst));
             if checkpoint_error.is_none() {
                 if let Some(e) = m.failure() {
                     checkpoint_error = Some(e);
                     graph.abort();
                 }
+            }
+            if let Some(c) = &coordinator {
+                m.check_backlog(ctl, c, &sink_dirs, &ring);
             }
             // A newly mirrored epoch lets the shards commit its output.
             let mirrored = m.progress.mirrored.load(Ordering::SeqCst);

@@ -382,7 +382,8 @@ impl ShardTask {
             }
             progress |= self.retry_blocked();
             progress |= self.drain_inbound().await?;
-            if self.blocked.is_empty() && !self.ckpt.as_ref().is_some_and(Checkpoints::aligning) {
+            let held = self.ckpt.as_ref().is_some_and(|c| c.aligning() || c.ctl.held.load(Ordering::Relaxed));
+            if self.blocked.is_empty() && !held {
                 progress |= self.read_sources().await?;
             }
             self.flush_lingering(Instant::now()).await?;

@@ -223,6 +223,21 @@ fn part_epoch(name: &str, writers: &[String]) -> Option<(u64, bool)> {
     })
 }
 
+/// Bytes in the hidden (not yet committed) part files of a sink directory.
+pub fn uncommitted_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with('.') && name.ends_with(".inprogress")
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Recovery from checkpoint `epoch`: commits the hidden parts of `writers` in `dir` of epochs up to it and
 /// deletes later ones. Returns (committed, deleted).
 pub fn settle_parts(dir: &Path, writers: &[String], epoch: u64) -> Result<(usize, usize), String> {
