@@ -110,10 +110,12 @@ pub const MIRROR_KEEP_DEFAULT: usize = 3;
 /// failures mean instances are fighting over the prefix, and the start stops saying so.
 pub const MIRROR_CLAIM_ATTEMPTS: u32 = 10;
 
-/// Timeouts of one mirror request: connecting, and one attempt whole (an object or part of at most
-/// [`MIRROR_PART_BYTES`] at 400 KB/s). A store that stopped answering is then retried, not waited on forever.
+/// Timeouts of one mirror request: connecting; waiting for the next bytes of an answer (a store that stopped
+/// answering is noticed in seconds and retried); and one attempt whole (a [`MIRROR_CHUNK_BYTES_MAX`] piece at
+/// 0.25 MB/s or better).
 pub const MIRROR_CONNECT_TIMEOUT_MS: u64 = 3_000;
-pub const MIRROR_ATTEMPT_TIMEOUT_MS: u64 = 20_000;
+pub const MIRROR_READ_TIMEOUT_MS: u64 = 10_000;
+pub const MIRROR_ATTEMPT_TIMEOUT_MS: u64 = 300_000;
 
 /// Default `[mirror] backlog`: bytes written locally and not yet mirrored (state log of unmirrored checkpoints,
 /// sink output waiting for them) before the sources are paused. 4 GiB holds a few minutes of a heavy job's
@@ -125,6 +127,14 @@ pub const MIRROR_BACKLOG_RESUME_PERCENT: u64 = 80;
 
 /// How often the daemon measures the backlog (it lists the sink directories).
 pub const MIRROR_BACKLOG_CHECK_MS: u64 = 1_000;
+
+/// Largest piece of log uploaded as one object: a 1 GB base becomes 16 objects (each uploaded in parts of
+/// [`MIRROR_PART_BYTES`]), fetched in parallel at a resume.
+pub const MIRROR_CHUNK_BYTES_MAX: u64 = 64 << 20;
+
+/// Pieces of log fetched at once when resuming from the mirror: enough to fill a link to S3, bounded so the
+/// pieces in memory stay under half a gigabyte.
+pub const MIRROR_DOWNLOAD_CONCURRENCY: usize = 8;
 
 /// Size of the parts of a multipart upload to the mirror, and the size from which an object is uploaded in
 /// parts: S3 takes parts of 5 MiB or more; 8 MiB keeps a part's retry cheap and the part count of a 1 GB log

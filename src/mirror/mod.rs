@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::manifest::{list_manifests, read_manifest, write_manifest, Manifest, MANIFEST_DIR};
 use crate::config::MirrorConfig;
-use crate::constants::MIRROR_CLAIM_ATTEMPTS;
+use crate::constants::{MIRROR_CHUNK_BYTES_MAX, MIRROR_CLAIM_ATTEMPTS, MIRROR_DOWNLOAD_CONCURRENCY};
 use crate::state::LOG_DIR;
 use store::{Store, StoreError, StoreStats};
 
@@ -110,7 +110,7 @@ pub enum PublishError {
 /// The mirror of one state directory, owned by the control thread.
 pub struct Mirror {
     pub label: String,
-    store: Store,
+    store: Arc<Store>,
     keep: usize,
     generation: u64,
     /// The index of the newest chain entry this instance created.
@@ -127,7 +127,7 @@ impl Mirror {
     pub async fn open(cfg: &MirrorConfig) -> Mirror {
         Mirror {
             label: cfg.label.clone(),
-            store: Store::open(cfg).await,
+            store: Arc::new(Store::open(cfg).await),
             keep: cfg.keep,
             generation: 0,
             index: 0,
@@ -163,7 +163,7 @@ impl Mirror {
     /// written by the generation that published the newest entry is this job's own history (possibly ahead
     /// of the mirror): it is used as it is. One written by another generation, or by no mirrored run, while
     /// the mirror holds checkpoints, is refused: it is not the history the mirror continues.
-    pub async fn claim(&mut self, state_dir: &Path, stop: &AtomicBool) -> Result<(), String> {
+    pub async fn claim(&mut self, state_dir: &Path, stop: &Arc<AtomicBool>) -> Result<(), String> {
         let local = list_manifests(&state_dir.join(MANIFEST_DIR))?;
         let local_generation = read_local_generation(state_dir)?;
         // Claim first, download after: once the claim is in, the instance it supersedes cannot publish.
@@ -232,19 +232,28 @@ impl Mirror {
 
     /// Writes a mirrored checkpoint into an empty state directory: its chunks at their offsets in the
     /// segment files, then its manifest.
-    async fn download(&self, m: &Mirrored, state_dir: &Path, stop: &AtomicBool) -> Result<(), String> {
+    async fn download(&self, m: &Mirrored, state_dir: &Path, stop: &Arc<AtomicBool>) -> Result<(), String> {
         let started = std::time::Instant::now();
         let log_dir = state_dir.join(LOG_DIR);
         std::fs::create_dir_all(&log_dir).map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
         let total: u64 = m.chunks.iter().map(|c| c.to - c.from).sum();
         let mut done = 0u64;
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        for c in &m.chunks {
-            let bytes = self
-                .store
-                .get(&c.key, stop, &self.progress.stats)
-                .await
-                .map_err(|e| self.fail(&format!("cannot read {}", self.store.describe(&c.key)), e))?;
+        // Chunks are fetched MIRROR_DOWNLOAD_CONCURRENCY at a time, each written at its offset as it arrives.
+        let mut pending = m.chunks.iter().cloned();
+        let mut fetching = tokio::task::JoinSet::new();
+        loop {
+            while fetching.len() < MIRROR_DOWNLOAD_CONCURRENCY {
+                let Some(c) = pending.next() else { break };
+                let (store, stop, progress) = (self.store.clone(), stop.clone(), self.progress.clone());
+                fetching.spawn(async move {
+                    let got = store.get(&c.key, &stop, &progress.stats).await;
+                    (c, got)
+                });
+            }
+            let Some(joined) = fetching.join_next().await else { break };
+            let (c, got) = joined.map_err(|e| format!("mirror {}: a download task failed: {e}", self.label))?;
+            let bytes = got.map_err(|e| self.fail(&format!("cannot read {}", self.store.describe(&c.key)), e))?;
             if bytes.len() as u64 != c.to - c.from {
                 return Err(format!(
                     "mirror {}: {} holds {} bytes, its chain entry says {}; the mirror is damaged",
@@ -254,8 +263,7 @@ impl Mirror {
                     c.to - c.from
                 ));
             }
-            let path = log_dir.join(&c.file);
-            write_at(&path, c.from, &bytes)?;
+            write_at(&log_dir.join(&c.file), c.from, &bytes)?;
             done += bytes.len() as u64;
             if terminal {
                 let pct = if total == 0 { 100 } else { done * 100 / total };
@@ -302,9 +310,10 @@ impl Mirror {
                     covered = c.to;
                 }
             }
-            if covered < range.to {
-                let bytes = read_at(&log_dir.join(&range.file), covered, range.to).map_err(PublishError::Local)?;
-                let key = chunk_key(self.generation, &range.file, covered, range.to);
+            while covered < range.to {
+                let end = range.to.min(covered + MIRROR_CHUNK_BYTES_MAX);
+                let bytes = read_at(&log_dir.join(&range.file), covered, end).map_err(PublishError::Local)?;
+                let key = chunk_key(self.generation, &range.file, covered, end);
                 let n = bytes.len() as u64;
                 self.store.put(&key, Arc::new(bytes), stop, &self.progress.stats).await.map_err(|e| {
                     PublishError::Store(self.fail(&format!("cannot upload {}", self.store.describe(&key)), e))
@@ -312,8 +321,9 @@ impl Mirror {
                 self.progress.bytes_uploaded.fetch_add(n, Ordering::Relaxed);
                 self.progress.objects_uploaded.fetch_add(1, Ordering::Relaxed);
                 let have = self.chunks.get_mut(&range.file).expect("inserted above");
-                have.push(Chunk { file: range.file.clone(), from: covered, to: range.to, key });
+                have.push(Chunk { file: range.file.clone(), from: covered, to: end, key });
                 have.sort_by_key(|c| c.from);
+                covered = end;
             }
             let have = &self.chunks[&range.file];
             named.extend(have.iter().filter(|c| c.from < range.to && c.to > range.from).cloned());

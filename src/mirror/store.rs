@@ -14,7 +14,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use crate::aws::backoff;
 use crate::config::{MirrorConfig, MirrorUrl};
-use crate::constants::{MIRROR_ATTEMPT_TIMEOUT_MS, MIRROR_CONNECT_TIMEOUT_MS, MIRROR_PART_BYTES};
+use crate::constants::{
+    MIRROR_ATTEMPT_TIMEOUT_MS, MIRROR_CONNECT_TIMEOUT_MS, MIRROR_PART_BYTES, MIRROR_READ_TIMEOUT_MS,
+};
 
 pub enum Store {
     S3 { client: aws_sdk_s3::Client, bucket: String, prefix: String },
@@ -94,6 +96,7 @@ impl Store {
             MirrorUrl::S3 { bucket, prefix } => {
                 let timeouts = aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(std::time::Duration::from_millis(MIRROR_CONNECT_TIMEOUT_MS))
+                    .read_timeout(std::time::Duration::from_millis(MIRROR_READ_TIMEOUT_MS))
                     .operation_attempt_timeout(std::time::Duration::from_millis(MIRROR_ATTEMPT_TIMEOUT_MS))
                     .build();
                 // Retries are this module's (bounded, jittered, counted in the metrics), not the SDK's.
