@@ -304,3 +304,27 @@ fn an_s3_outage_of_30_s_mid_run_loses_nothing() {
     assert!(wait_mirrored(&log, before + 1, &mut child, &dir) > before);
     assert_rows_match("through an S3 outage", &sorted_rows(&dir.join("mirrored/out")), &want, &dir);
 }
+
+/// A `file://` mirror (a directory, e.g. a mounted network volume) works the same way: killed, state
+/// directory deleted, resumed from the mirror with exact output.
+#[test]
+fn a_directory_mirror_resumes_a_killed_job_with_exact_output() {
+    let dir = TempDir::new("mirror-directory");
+    let events = 3_000_000;
+    let want = reference_rows(&dir, events);
+    let url = format!("url = \"file://{}\"", dir.join("mirror").display());
+    let cfg = job(&dir.join("mirrored"), events, 400_000, Some(&url));
+    let log = dir.join("mirrored.log");
+    let mut child = spawn_logged(&cfg, &log);
+    wait_mirrored(&log, 5, &mut child, &dir);
+    child.kill().expect("SIGKILL shardflow");
+    child.wait().expect("reap shardflow");
+    std::fs::remove_dir_all(dir.join("mirrored/state")).expect("delete the state directory");
+    let mut child = spawn_logged(&cfg, &log);
+    assert_eq!(wait_exit(&mut child, &log, &dir), 0, "the resumed run; log:\n{}", log_text(&log));
+    let text = log_text(&log);
+    assert!(text.contains("from mirror file://"), "no resume from the mirror:\n{text}");
+    assert_rows_match("resumed from a directory", &sorted_rows(&dir.join("mirrored/out")), &want, &dir);
+    let entries = std::fs::read_dir(dir.join("mirror/chain")).expect("the chain directory").count();
+    assert!((1..=3).contains(&entries), "{entries} chain entries are left (keep = 3)");
+}

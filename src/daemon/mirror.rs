@@ -109,8 +109,9 @@ impl MirrorRun {
         }
     }
 
-    /// The periodic report: newest mirrored epoch, lag behind the newest completed one, throughput, retries.
-    pub fn report_line(&mut self, completed: u64) -> String {
+    /// The periodic report: newest mirrored epoch, lag behind the newest completed one (epochs, and bytes of
+    /// state log not mirrored yet), throughput, retries.
+    pub fn report_line(&mut self, c: Option<&Coordinator>, completed: u64) -> String {
         let p = &self.progress;
         let bytes = p.bytes_uploaded.load(Ordering::Relaxed);
         let secs = self.last_report.elapsed().as_secs_f64().max(1e-9);
@@ -118,8 +119,9 @@ impl MirrorRun {
         self.last_bytes = bytes;
         self.last_report = Instant::now();
         let mirrored = p.mirrored.load(Ordering::SeqCst);
+        let lag_bytes = c.map_or(0, |c| c.log_bytes_after(mirrored));
         format!(
-            "mirror {}: newest mirrored checkpoint {mirrored} ({} behind), {bytes} bytes in {} objects uploaded ({rate:.1} MB/s), {} retries",
+            "mirror {}: newest mirrored checkpoint {mirrored} ({} behind, {lag_bytes} bytes of log not mirrored), {bytes} bytes in {} objects uploaded ({rate:.1} MB/s), {} retries",
             self.label,
             completed.saturating_sub(mirrored),
             p.objects_uploaded.load(Ordering::Relaxed),

@@ -612,7 +612,7 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
                 tracing::info!("{line}");
             }
             if let (Some(m), Some(ctl)) = (mirror.as_mut(), &graph.checkpoints) {
-                tracing::info!("{}", m.report_line(ctl.completed.load(Ordering::SeqCst)));
+                tracing::info!("{}", m.report_line(coordinator.as_ref(), ctl.completed.load(Ordering::SeqCst)));
             }
             last = now;
         }
@@ -630,7 +630,7 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
         eprintln!("{line}");
     }
     if let (Some(m), Some(ctl)) = (mirror.as_mut(), &graph.checkpoints) {
-        eprintln!("{}", m.report_line(ctl.completed.load(Ordering::SeqCst)));
+        eprintln!("{}", m.report_line(coordinator.as_ref(), ctl.completed.load(Ordering::SeqCst)));
     }
     for job in &graph.jobs {
         let snap = job.metrics.snapshot();
