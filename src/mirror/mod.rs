@@ -113,8 +113,9 @@ pub struct Mirror {
     store: Arc<Store>,
     keep: usize,
     generation: u64,
-    /// The index of the newest chain entry this instance created.
+    /// The index of the newest chain entry this instance created, and of its claim.
     index: u64,
+    claim_index: u64,
     /// Per segment file, the chunks in the mirror this instance may name (its own and those of the
     /// checkpoint it resumed from).
     chunks: BTreeMap<String, Vec<Chunk>>,
@@ -131,6 +132,7 @@ impl Mirror {
             keep: cfg.keep,
             generation: 0,
             index: 0,
+            claim_index: 0,
             chunks: BTreeMap::new(),
             published: Vec::new(),
             progress: Arc::default(),
@@ -212,6 +214,7 @@ impl Mirror {
         }
         self.generation = generation;
         self.index = index;
+        self.claim_index = index;
         if let Some(m) = &resumed {
             for c in &m.chunks {
                 self.chunks.entry(c.file.clone()).or_default().push(c.clone());
@@ -266,7 +269,7 @@ impl Mirror {
             write_at(&log_dir.join(&c.file), c.from, &bytes)?;
             done += bytes.len() as u64;
             if terminal {
-                let pct = if total == 0 { 100 } else { done * 100 / total };
+                let pct = (done * 100).checked_div(total).unwrap_or(100);
                 eprint!("\rresuming from mirror {}: {done} of {total} bytes ({pct}%)", self.label);
             }
         }
@@ -360,19 +363,24 @@ impl Mirror {
         }
         let retained = &self.published[self.published.len() - self.keep..];
         let needed: std::collections::BTreeSet<&String> = retained.iter().flat_map(|(_, k)| k).collect();
-        let stale: Vec<String> = self.published[..self.published.len() - self.keep]
+        let mut stale: std::collections::BTreeSet<String> = self.published[..self.published.len() - self.keep]
             .iter()
             .flat_map(|(_, k)| k.iter())
             .filter(|k| !needed.contains(k))
             .cloned()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
             .collect();
-        // Entries: everything before the oldest retained checkpoint's entry.
+        // Entries: everything before the oldest retained checkpoint's entry. Those of earlier generations
+        // (before this instance's claim) are read first: the chunks only they name go too.
         let oldest_retained = self.index + 1 - self.keep as u64;
         let stats = &self.progress.stats;
         let Ok(keys) = self.store.list(CHAIN_DIR, stop, stats).await else { return };
         for key in keys.iter().filter(|k| parse_chain_key(k).is_some_and(|i| i < oldest_retained)) {
+            if parse_chain_key(key).is_some_and(|i| i < self.claim_index) {
+                let earlier = self.store.get(key, stop, stats).await.ok();
+                let earlier = earlier.and_then(|b| serde_json::from_slice::<Entry>(&b).ok());
+                let chunks = earlier.and_then(|e| e.checkpoint).map_or(Vec::new(), |m| m.chunks);
+                stale.extend(chunks.into_iter().map(|c| c.key).filter(|k| !needed.contains(k)));
+            }
             if let Err(e) = self.store.delete(key, stop, stats).await {
                 tracing::warn!("mirror {}: cannot delete {}: {e}", self.label, self.store.describe(key));
                 return;
