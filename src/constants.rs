@@ -44,6 +44,11 @@ pub const SHARD_SPIN_BEFORE_PARK_US: u64 = 50;
 /// when nothing woke it.
 pub const SHARD_PARK_TIMEOUT_MS: u64 = 10;
 
+/// A checkpoint in flight this long makes the control thread interrupt every shard's sleep (a signal): the
+/// remedy for an executor that missed its wake-ups. Long against checkpoints (milliseconds; a 1 GB base
+/// takes seconds, and a spurious interrupt costs nothing), short against a stalled job.
+pub const SHARD_WATCHDOG_MS: u64 = 3_000;
+
 /// A task that keeps its core longer than this past its time slice is reported as a stall.
 pub const SHARD_STALL_THRESHOLD_MS: u64 = 10;
 

@@ -253,6 +253,11 @@ impl Coordinator {
         self.history.iter().rev().take_while(|s| s.epoch > epoch).map(|s| s.bytes).sum()
     }
 
+    /// The checkpoint in flight and how long since it started.
+    pub fn in_flight_for(&self, now: Instant) -> Option<(u64, Duration)> {
+        self.in_flight.as_ref().map(|f| (f.epoch, now.saturating_duration_since(f.started)))
+    }
+
     pub fn acks(&self) -> &Receiver<ShardAck> {
         &self.acks
     }

@@ -725,6 +725,32 @@ INSERT INTO out SELECT symbol FROM trades
         check("[runtime]", "[runtim]", "runtim: unknown key for the config file");
         check("cores = 1", "cores = 1\ncores = 2", "not valid TOML");
     }
+    #[test]
+    fn a_mirror_needs_checkpoints_and_takes_no_credentials() {
+        let with = |mirror: &str, checkpoint: bool| {
+            let ckpt = if checkpoint { "\n[checkpoint]\ninterval = \"1s\"\n" } else { "" };
+            format!("{GOOD}{ckpt}\n[mirror]\n{mirror}\n")
+        };
+        let c = Config::parse(Path::new("/etc/job.toml"), &with("url = \"s3://b-1/p\"\nkeep = 5", true)).unwrap();
+        let m = c.mirror.expect("a mirror");
+        assert_eq!(m.url, MirrorUrl::S3 { bucket: "b-1".into(), prefix: "p".into() });
+        assert_eq!((m.keep, m.backlog_bytes), (5, crate::constants::MIRROR_BACKLOG_DEFAULT_BYTES));
+        let check = |text: &str, want: &str| {
+            let errs = errors_of(text);
+            assert!(errs.iter().any(|e| e.contains(want)), "want {want:?} in {errs:#?}");
+        };
+        check(&with("url = \"s3://b-1/p\"", false), "mirror: mirrors checkpoints: add [checkpoint]");
+        check(
+            &with("url = \"s3://b-1/p\"\nsecret_access_key = \"x\"", true),
+            "mirror.secret_access_key: credentials are never read",
+        );
+        check(&with("url = \"ftp://x\"", true), "mirror.url: `ftp://x` is not a mirror URL");
+        check(&with("url = \"s3://b-1/p\"\nbacklog = \"lots\"", true), "mirror.backlog: `lots` is not a size");
+        check(&with("url = \"s3://b-1/p\"\nkeep = 0", true), "mirror.keep: must be at least 1");
+        check(&with("url = \"file:///m\"\nregion = \"eu-west-1\"", true), "mirror.url: is a local directory");
+        check(&with("uri = \"s3://b-1/p\"", true), "mirror.uri: unknown key");
+    }
+
     fn kinesis(extra: &str) -> String {
         GOOD.replace(
             "connector = \"file\"\npath = \"in.jsonl\"",

@@ -16,7 +16,9 @@ use crate::checkpoint::manifest::{Binding, JobBinding, RunState, FORMAT_VERSION}
 use crate::checkpoint::recovery::{recover, recover_savepoint, RecoveryError};
 use crate::checkpoint::{CheckpointControl, Coordinator, ShardAck, ShardRestore};
 use crate::config::{Config, SinkConnector, SourceConnector};
-use crate::constants::{KINESIS_CHANNEL_BATCHES, KINESIS_SINK_CHANNEL_BATCHES, METRICS_REPORT_INTERVAL_MS};
+use crate::constants::{
+    KINESIS_CHANNEL_BATCHES, KINESIS_SINK_CHANNEL_BATCHES, METRICS_REPORT_INTERVAL_MS, SHARD_WATCHDOG_MS,
+};
 use crate::kinesis::sink::SinkTask;
 use crate::kinesis::{KinesisService, SourceTask};
 use crate::metrics::{report_line, JobMetrics, JobSnapshot};
@@ -317,6 +319,7 @@ fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>, Vec<SinkTask>
         abort: AtomicBool::new(false),
         stop: &STOP,
         checkpoints: None,
+        threads: Default::default(),
     };
     Ok((graph, kinesis, kinesis_sinks))
 }
@@ -559,6 +562,7 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
     let never = crossbeam_channel::never();
     let mut checkpoint_error = None;
     let mut rung_for_mirrored = 0;
+    let mut last_kick = Instant::now();
     let sink_dirs: Vec<std::path::PathBuf> = file_sink_writers(&graph).into_iter().map(|(d, _)| d).collect();
     let result = loop {
         let now = Instant::now();
@@ -579,6 +583,20 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
         }
         if let Some(c) = coordinator.as_mut() {
             c.tick(Instant::now(), STOP.load(Ordering::SeqCst), &ring);
+            // Watchdog: a checkpoint long in flight may mean a shard missed its wake-ups; interrupt them all.
+            if let Some((epoch, age)) = c.in_flight_for(Instant::now()) {
+                if age > Duration::from_millis(SHARD_WATCHDOG_MS)
+                    && last_kick.elapsed() > Duration::from_millis(SHARD_WATCHDOG_MS)
+                {
+                    tracing::warn!(
+                        "checkpoint {epoch} has been in flight for {:.1} s: interrupting every shard's sleep (a shard may have missed its wake-up)",
+                        age.as_secs_f64()
+                    );
+                    graph.kick_all();
+                    ring();
+                    last_kick = Instant::now();
+                }
+            }
         }
         if let (Some(m), Some(ctl)) = (mirror.as_mut(), &graph.checkpoints) {
             m.completed(ctl.completed.load(Ordering::SeqCst));

@@ -78,6 +78,8 @@ pub struct JobGraph {
     pub stop: &'static AtomicBool,
     /// Checkpointing, when `[checkpoint]` is configured.
     pub checkpoints: Option<Arc<crate::checkpoint::CheckpointControl>>,
+    /// Each running shard's thread, for [`JobGraph::kick_all`].
+    pub threads: std::sync::Mutex<Vec<Option<libc::pthread_t>>>,
 }
 
 impl JobGraph {
@@ -89,6 +91,16 @@ impl JobGraph {
     pub fn abort(&self) {
         self.abort.store(true, Ordering::SeqCst);
         self.ring_all();
+    }
+
+    /// Interrupts every running shard's thread with [`WAKE_SIGNAL`]: a shard asleep in the kernel wakes
+    /// (EINTR) and looks at its work again. The watchdog's remedy for an executor that missed its wake-ups
+    /// (seen, rarely, on a virtual machine whose timers stalled); harmless to a shard that is awake.
+    pub fn kick_all(&self) {
+        for t in self.threads.lock().expect("shard threads lock").iter().flatten() {
+            // SAFETY: `t` is a live shard thread: a shard clears its entry before its thread ends.
+            unsafe { libc::pthread_kill(*t, WAKE_SIGNAL) };
+        }
     }
 
     /// Wakes every shard (a checkpoint was requested or completed, or the run stops).
@@ -113,8 +125,22 @@ impl glommio::StallDetectionHandler for StallLogger {
     }
 }
 
+/// The signal [`JobGraph::kick_all`] sends: one nothing else uses, whose default is to be ignored.
+pub const WAKE_SIGNAL: i32 = libc::SIGURG;
+
+extern "C" fn on_wake_signal(_: i32) {}
+
 /// Runs every shard to completion; returns the first failure.
 pub fn run(graph: Arc<JobGraph>) -> Result<(), String> {
+    // A handler that does nothing, installed without SA_RESTART: the signal only interrupts a blocking call.
+    // SAFETY: sigaction with a zeroed struct, an empty mask and a handler that touches nothing.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_wake_signal as extern "C" fn(i32) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(WAKE_SIGNAL, &action, std::ptr::null_mut());
+    }
+    *graph.threads.lock().expect("shard threads lock") = vec![None; graph.n_shards()];
     let mut handles = Vec::new();
     for (idx, cpu) in graph.cpus.iter().copied().enumerate() {
         let g = graph.clone();
@@ -127,6 +153,14 @@ pub fn run(graph: Arc<JobGraph>) -> Result<(), String> {
             .detect_stalls(Some(Box::new(stalls)));
         let handle = builder
             .spawn(move || async move {
+                // SAFETY: plain libc calls on this thread's own id and signal mask.
+                unsafe {
+                    g.threads.lock().expect("shard threads lock")[idx] = Some(libc::pthread_self());
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, WAKE_SIGNAL);
+                    libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                }
                 let task = task::ShardTask::new(g.clone(), ShardId(idx as u16));
                 starting.store(false, Ordering::Relaxed);
                 let result = match task {
@@ -136,6 +170,7 @@ pub fn run(graph: Arc<JobGraph>) -> Result<(), String> {
                 if result.is_err() {
                     g.abort();
                 }
+                g.threads.lock().expect("shard threads lock")[idx] = None;
                 result
             })
             .map_err(|e| format!("cannot start shard {idx} on CPU {cpu}: {e}"))?;
