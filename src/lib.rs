@@ -23,4 +23,5 @@ pub mod source;
 pub mod sql;
 pub mod state;
 pub mod time;
+pub mod tune;
 pub mod window;

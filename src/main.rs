@@ -41,6 +41,16 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Inspect this machine for low-latency operation (tuning/README.md): each item ok, or what would hurt
+    /// latency and its fix. Exits 1 when something serious is wrong. Changes nothing.
+    Tune {
+        /// Check the machine (the only mode, for now).
+        #[arg(long)]
+        check: bool,
+        /// A config file: its shards' CPUs are the ones checked (default: every CPU this process may use).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +75,7 @@ fn main() -> ExitCode {
         }
         Command::Run { config, from_savepoint } => shardflow::daemon::run(config, from_savepoint.as_deref()),
         Command::Savepoint { config, to } => shardflow::daemon::savepoint(config, to),
+        Command::Tune { check, config } => return tune(*check, config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,4 +84,26 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+fn tune(check: bool, config: Option<&std::path::Path>) -> ExitCode {
+    if !check {
+        eprintln!("error: `shardflow tune` needs --check (it inspects the machine; it changes nothing)");
+        return ExitCode::from(2);
+    }
+    let cpus = match config {
+        None => shardflow::config::available_cpus(),
+        Some(file) => match shardflow::daemon::prepare(file) {
+            Ok(p) => p.config.runtime.cpus.clone(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(e.exit_code() as u8);
+            }
+        },
+    };
+    let findings = shardflow::tune::check(std::path::Path::new("/"), &cpus, shardflow::tune::memlock_limit());
+    let (text, code) = shardflow::tune::report(&findings);
+    println!("shardflow tune --check: shards on CPUs {cpus:?}");
+    print!("{text}");
+    ExitCode::from(code as u8)
 }

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 
 use serde_json::json;
+use std::ffi::OsStr;
 use std::path::Path;
 
 const GOOD_SQL: &str = "INSERT INTO out\nSELECT k, TUMBLE_START(ts, INTERVAL '10' SECOND) AS ws, COUNT(*) AS n\nFROM ev GROUP BY k, TUMBLE(ts, INTERVAL '10' SECOND)";
@@ -226,4 +227,21 @@ fn stateless_sql_computes_exact_rows() {
                "t":"1970-01-01 00:00:01.000","t2":"1970-01-01 00:01:01.000","z":-3}),
     ];
     assert_rows_match("stateless", &read_output_rows(&dir.join("out")), &want, &dir);
+}
+
+/// `tune --check` inspects this machine: one line per item of tuning/README.md and a summary; it exits 1
+/// only when something is serious. Without --check it refuses (it never changes the machine).
+#[test]
+fn tune_check_reports_every_item_and_a_summary() {
+    let dir = TempDir::new("tune");
+    let out = run_shardflow(dir.path(), &[OsStr::new("tune"), OsStr::new("--check")]);
+    let serious = out.stdout.contains(" SERIOUS: ");
+    out.assert_code(if serious { 1 } else { 0 }, &dir);
+    for item in ["isolated cores", "interrupts", "transparent huge pages", "locked memory", "io_uring"] {
+        assert!(out.stdout.lines().any(|l| l.starts_with(item)), "no {item} line\n{}", out.describe());
+    }
+    assert!(out.stdout.contains(" would hurt latency, "), "no summary\n{}", out.describe());
+    let out = run_shardflow(dir.path(), &[OsStr::new("tune")]);
+    out.assert_code(2, &dir);
+    assert!(out.stderr.contains("needs --check"), "{}", out.describe());
 }
