@@ -142,6 +142,22 @@ fn sorted_rows(out: &Path) -> Vec<Value> {
     rows
 }
 
+/// Runs [`job`] mirrored by `mirror` (the section's body) in `dir/mirrored`, SIGKILLs it once 5 checkpoints
+/// are mirrored, deletes its state directory (the machine's disk lost), runs it again to the end (exit 0);
+/// returns the log of both runs.
+fn kill_lose_the_disk_and_resume(dir: &TempDir, events: u64, rate: u64, mirror: &str) -> String {
+    let cfg = job(&dir.join("mirrored"), events, rate, Some(mirror));
+    let log = dir.join("mirrored.log");
+    let mut child = spawn_logged(&cfg, &log);
+    wait_mirrored(&log, 5, &mut child, dir);
+    child.kill().expect("SIGKILL shardflow");
+    child.wait().expect("reap shardflow");
+    std::fs::remove_dir_all(dir.join("mirrored/state")).expect("delete the state directory");
+    let mut child = spawn_logged(&cfg, &log);
+    assert_eq!(wait_exit(&mut child, &log, dir), 0, "the resumed run; log:\n{}", log_text(&log));
+    log_text(&log)
+}
+
 /// SIGKILL mid-run, the state directory deleted (the machine's disk lost), a start again: the run resumes
 /// from the newest mirrored checkpoint, and its output equals an uninterrupted run's exactly.
 #[test]
@@ -155,16 +171,7 @@ fn killed_and_its_state_dir_deleted_a_job_resumes_from_s3_with_exact_output() {
 
     let want = reference_rows(&dir, events);
 
-    let cfg = job(&dir.join("mirrored"), events, rate, Some(&format!("url = \"s3://{bucket}/jobs/kwin\"")));
-    let log = dir.join("mirrored.log");
-    let mut child = spawn_logged(&cfg, &log);
-    wait_mirrored(&log, 5, &mut child, &dir);
-    child.kill().expect("SIGKILL shardflow");
-    child.wait().expect("reap shardflow");
-    std::fs::remove_dir_all(dir.join("mirrored/state")).expect("delete the state directory");
-    let mut child = spawn_logged(&cfg, &log);
-    assert_eq!(wait_exit(&mut child, &log, &dir), 0, "the resumed run; log:\n{}", log_text(&log));
-    let text = log_text(&log);
+    let text = kill_lose_the_disk_and_resume(&dir, events, rate, &format!("url = \"s3://{bucket}/jobs/kwin\""));
     assert!(text.contains(&format!("from mirror s3://{bucket}/jobs/kwin")), "no resume from the mirror:\n{text}");
     assert!(text.contains("generation 2 claimed"), "the restart claimed no new generation:\n{text}");
     assert_rows_match("resumed from S3", &sorted_rows(&dir.join("mirrored/out")), &want, &dir);
@@ -313,16 +320,7 @@ fn a_directory_mirror_resumes_a_killed_job_with_exact_output() {
     let events = 3_000_000;
     let want = reference_rows(&dir, events);
     let url = format!("url = \"file://{}\"", dir.join("mirror").display());
-    let cfg = job(&dir.join("mirrored"), events, 400_000, Some(&url));
-    let log = dir.join("mirrored.log");
-    let mut child = spawn_logged(&cfg, &log);
-    wait_mirrored(&log, 5, &mut child, &dir);
-    child.kill().expect("SIGKILL shardflow");
-    child.wait().expect("reap shardflow");
-    std::fs::remove_dir_all(dir.join("mirrored/state")).expect("delete the state directory");
-    let mut child = spawn_logged(&cfg, &log);
-    assert_eq!(wait_exit(&mut child, &log, &dir), 0, "the resumed run; log:\n{}", log_text(&log));
-    let text = log_text(&log);
+    let text = kill_lose_the_disk_and_resume(&dir, events, 400_000, &url);
     assert!(text.contains("from mirror file://"), "no resume from the mirror:\n{text}");
     assert_rows_match("resumed from a directory", &sorted_rows(&dir.join("mirrored/out")), &want, &dir);
     let entries = std::fs::read_dir(dir.join("mirror/chain")).expect("the chain directory").count();
