@@ -53,6 +53,16 @@ enum Attempt<T> {
     Fail(String),
 }
 
+impl<T> Attempt<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Attempt<U> {
+        match self {
+            Attempt::Done(v) => Attempt::Done(f(v)),
+            Attempt::Retry(m) => Attempt::Retry(m),
+            Attempt::Fail(m) => Attempt::Fail(m),
+        }
+    }
+}
+
 fn s3_attempt<T, E: ProvideErrorMetadata + std::error::Error + 'static>(
     r: Result<T, SdkError<E, HttpResponse>>,
     what: &str,
@@ -258,11 +268,7 @@ impl Store {
                     let body = ByteStream::from(bytes.as_ref().clone());
                     match client.put_object().bucket(bucket).key(&k).if_none_match("*").body(body).send().await {
                         Err(e) if precondition_failed(&e) => Attempt::Done(false),
-                        r => match s3_attempt(r, "PutObject (If-None-Match: *)") {
-                            Attempt::Done(_) => Attempt::Done(true),
-                            Attempt::Retry(m) => Attempt::Retry(m),
-                            Attempt::Fail(m) => Attempt::Fail(m),
-                        },
+                        r => s3_attempt(r, "PutObject (If-None-Match: *)").map(|_| true),
                     }
                 })
                 .await
