@@ -1,9 +1,10 @@
 //! Where mirrored objects live: an S3 bucket and prefix (through the AWS SDK, on the control thread), or a
-//! local directory. Objects are named by relative keys (`chain/...`, `log/...`). Every call retries
+//! local directory. Objects are named by relative keys (`chain/...`, `log/...`). Every S3 call retries
 //! throttling (503 SlowDown), timeouts and outages with bounded, jittered backoff until it succeeds or the run
-//! stops; only a lasting refusal (access denied, no such bucket) is an error.
+//! stops; only a lasting refusal (access denied, no such bucket) is an error. A local directory's failures
+//! are errors at once (a full or read-only disk does not heal by waiting).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -178,7 +179,7 @@ impl Store {
         match self {
             Store::Local { root } => {
                 let path = root.join(key);
-                self.retrying(stop, stats, || local(write_local(path.clone(), bytes.clone(), false))).await.map(|_| ())
+                write_local(&path, &bytes, false).map(|_| ()).map_err(StoreError::Failed)
             }
             Store::S3 { client, bucket, prefix } => {
                 let k = self.s3_key(prefix, key);
@@ -260,7 +261,7 @@ impl Store {
         match self {
             Store::Local { root } => {
                 let path = root.join(key);
-                self.retrying(stop, stats, || local(write_local(path.clone(), bytes.clone(), true))).await
+                write_local(&path, &bytes, true).map_err(StoreError::Failed)
             }
             Store::S3 { client, bucket, prefix } => {
                 let k = self.s3_key(prefix, key);
@@ -281,13 +282,7 @@ impl Store {
         match self {
             Store::Local { root } => {
                 let path = root.join(key);
-                self.retrying(stop, stats, || {
-                    let path = path.clone();
-                    local(async move {
-                        std::fs::read(&path).map_err(|e| (false, format!("cannot read {}: {e}", path.display())))
-                    })
-                })
-                .await
+                std::fs::read(&path).map_err(|e| StoreError::Failed(format!("cannot read {}: {e}", path.display())))
             }
             Store::S3 { client, bucket, prefix } => {
                 let k = self.s3_key(prefix, key);
@@ -311,27 +306,20 @@ impl Store {
         match self {
             Store::Local { root } => {
                 let path = root.join(dir);
-                let dir = dir.to_string();
-                self.retrying(stop, stats, || {
-                    let (path, dir) = (path.clone(), dir.clone());
-                    local(async move {
-                        let mut out = Vec::new();
-                        let entries = match std::fs::read_dir(&path) {
-                            Ok(e) => e,
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-                            Err(e) => return Err((false, format!("cannot list {}: {e}", path.display()))),
-                        };
-                        for e in entries.flatten() {
-                            let name = e.file_name().to_string_lossy().to_string();
-                            if !name.starts_with('.') {
-                                out.push(format!("{dir}/{name}"));
-                            }
-                        }
-                        out.sort();
-                        Ok(out)
-                    })
-                })
-                .await
+                let mut out = Vec::new();
+                let entries = match std::fs::read_dir(&path) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(StoreError::Failed(format!("cannot list {}: {e}", path.display()))),
+                };
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if !name.starts_with('.') {
+                        out.push(format!("{dir}/{name}"));
+                    }
+                }
+                out.sort();
+                Ok(out)
             }
             Store::S3 { client, bucket, prefix } => {
                 let full = self.s3_key(prefix, &format!("{dir}/"));
@@ -366,17 +354,11 @@ impl Store {
         match self {
             Store::Local { root } => {
                 let path = root.join(key);
-                self.retrying(stop, stats, || {
-                    let path = path.clone();
-                    local(async move {
-                        match std::fs::remove_file(&path) {
-                            Ok(()) => Ok(()),
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                            Err(e) => Err((false, format!("cannot delete {}: {e}", path.display()))),
-                        }
-                    })
-                })
-                .await
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(StoreError::Failed(format!("cannot delete {}: {e}", path.display()))),
+                }
             }
             Store::S3 { client, bucket, prefix } => {
                 let k = self.s3_key(prefix, key);
@@ -390,37 +372,28 @@ impl Store {
     }
 }
 
-/// A local file operation as an attempt: `Err((retry, message))`.
-async fn local<T>(op: impl std::future::Future<Output = Result<T, (bool, String)>>) -> Attempt<T> {
-    match op.await {
-        Ok(v) => Attempt::Done(v),
-        Err((true, m)) => Attempt::Retry(m),
-        Err((false, m)) => Attempt::Fail(m),
-    }
-}
-
 /// Writes `path` atomically: a temporary file, synced, then renamed (`exclusive`: linked, failing if `path`
 /// exists; `Ok(false)` then). Directories are created as needed.
-async fn write_local(path: PathBuf, bytes: Arc<Vec<u8>>, exclusive: bool) -> Result<bool, (bool, String)> {
+fn write_local(path: &Path, bytes: &[u8], exclusive: bool) -> Result<bool, String> {
     use std::io::Write as _;
-    let fail = |what: &str, e: std::io::Error| (false, format!("cannot {what} {}: {e}", path.display()));
+    let fail = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
     let dir = path.parent().expect("a key has a directory").to_path_buf();
     std::fs::create_dir_all(&dir).map_err(|e| fail("create the directory of", e))?;
     let name = path.file_name().expect("a key has a name").to_string_lossy().to_string();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(|e| fail("create a temporary file for", e))?;
-    f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| fail("write", e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| fail("write", e))?;
     let placed = if exclusive {
-        match std::fs::hard_link(&tmp, &path) {
+        match std::fs::hard_link(&tmp, path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(fail("create", e)),
         }
     } else {
-        std::fs::rename(&tmp, &path).map(|_| true).map_err(|e| fail("rename into", e))
+        std::fs::rename(&tmp, path).map(|_| true).map_err(|e| fail("rename into", e))
     };
     let _ = std::fs::remove_file(&tmp);
     let placed = placed?;
-    crate::state::sync_dir(&dir).map_err(|m| (false, m))?;
+    crate::state::sync_dir(&dir)?;
     Ok(placed)
 }
