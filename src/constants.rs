@@ -90,6 +90,20 @@ pub const SHARDS_MAX: usize = 1024;
 /// How often the metrics reporter logs per-source and per-sink counters.
 pub const METRICS_REPORT_INTERVAL_MS: u64 = 5_000;
 
+/// Largest latency `shardflow bench` resolves (10 minutes); longer ones are recorded as this. A run whose rows
+/// wait that long has failed its target by orders of magnitude; the bound keeps each histogram ~250 KB.
+pub const LATENCY_MAX_NS: u64 = 600_000_000_000;
+
+/// How often `shardflow bench` updates its progress line on a terminal.
+pub const BENCH_PROGRESS_INTERVAL_MS: u64 = 1_000;
+
+/// How long a benchmark run goes on after its measured interval before it is stopped: rows due at the end
+/// of the interval get this long to reach the sink (a run that needs longer fell behind, and says so).
+pub const BENCH_STOP_GRACE_MS: u64 = 200;
+
+/// Most runs `--find-max` makes after its throughput run: a bisection to 1% of the throughput takes 7-8.
+pub const FIND_MAX_TRIALS: u32 = 12;
+
 /// Default time after which a split that produced nothing stops holding the watermark back.
 pub const SOURCE_IDLE_TIMEOUT_DEFAULT_MS: u64 = 5_000;
 

@@ -6,6 +6,7 @@
 //! executor per core, its event loop) → `metrics` → `daemon` (wires it all and reports).
 
 pub mod aws;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod constants;

@@ -21,6 +21,7 @@ use crate::constants::{
 };
 use crate::kinesis::sink::SinkTask;
 use crate::kinesis::{KinesisService, SourceTask};
+use crate::metrics::latency::{LatencyProbe, WindowClock};
 use crate::metrics::{report_line, JobMetrics, JobSnapshot};
 use crate::queue::Exchange;
 use crate::shard::routing::RoutingTable;
@@ -180,11 +181,47 @@ pub fn describe(p: &Prepared) -> String {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by SIGINT/SIGTERM (STOP may also be set by `shardflow bench` at the end of a timed run).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the running jobs to stop, as SIGTERM does (a final checkpoint, if checkpoints are on).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Lets the next run go on (after [`request_stop`] ended the previous one), unless a signal asked to stop.
+pub fn clear_stop() {
+    if !interrupted() {
+        STOP.store(false, Ordering::SeqCst);
+    }
+}
+
+/// True once SIGINT or SIGTERM arrived.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// How a run is observed and reported (`shardflow bench` sets these; `run` uses the defaults).
+#[derive(Default)]
+pub struct RunOptions {
+    /// Measure latency (see `metrics::latency`) of rows due in this interval of the source's schedule
+    /// (nanoseconds after its start), for every job whose nexmark source is rate-limited.
+    pub measure: Option<std::ops::Range<u64>>,
+    /// Receives the running job graph once the shards start.
+    pub on_start: Option<crossbeam_channel::Sender<Arc<JobGraph>>>,
+    /// No periodic report lines and no summary lines (the caller reports).
+    pub quiet: bool,
+}
 
 /// SIGINT and SIGTERM are blocked in every thread (shards inherit the mask) and taken by one thread with
 /// `sigwait`: a signal delivered into a shard would interrupt its io_uring wait, and glommio can lose track
 /// of in-flight I/O then. The first signal asks for a clean stop; a second one exits at once.
 fn install_signal_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(install_signal_thread);
+}
+
+fn install_signal_thread() {
     // SAFETY: plain libc calls on a local, zero-initialized signal set.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -200,10 +237,11 @@ fn install_signal_handlers() {
         if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
             continue;
         }
-        if STOP.swap(true, Ordering::SeqCst) {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
             // A second signal: the user wants out now.
             std::process::exit(130);
         }
+        STOP.store(true, Ordering::SeqCst);
         tracing::info!("signal {sig} received: stopping (a second one exits at once)");
     });
     if let Err(e) = spawned {
@@ -215,7 +253,10 @@ fn install_signal_handlers() {
 
 /// The job graph, and the Kinesis sources the control thread must read for it (started once the restored
 /// positions are known).
-fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>, Vec<SinkTask>), DaemonError> {
+fn build_graph(
+    p: &Prepared,
+    measure: Option<&std::ops::Range<u64>>,
+) -> Result<(JobGraph, Vec<SourceTask>, Vec<SinkTask>), DaemonError> {
     let c = &p.config;
     let n = c.runtime.cores;
     let mut tables_by_seed = BTreeMap::new();
@@ -226,8 +267,22 @@ fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>, Vec<SinkTask>
         let source = c.sources[&job.plan.source].clone();
         let mut splits = vec![Vec::new(); n];
         let mut nexmark_tables = None;
+        let mut pace = None;
+        let mut probe = None;
         match &source.connector {
             SourceConnector::Nexmark(cfg) => {
+                if cfg.rate > 0 {
+                    let pc = Arc::new(crate::source::nexmark::Pace::new(cfg.rate));
+                    if let Some(m) = measure {
+                        let windows = job.plan.window.as_ref().map(|_| WindowClock {
+                            event_rate: cfg.event_rate,
+                            delay_ms: job.watermark.map_or(0, |w| w.delay_ms),
+                            splits: n as u64,
+                        });
+                        probe = Some(Arc::new(LatencyProbe::new(pc.clone(), m.start, m.end, windows, n)));
+                    }
+                    pace = Some(pc);
+                }
                 for (i, s) in splits.iter_mut().enumerate() {
                     s.push(SplitSpec::Nexmark { split: i as u64, n_splits: n as u64 });
                 }
@@ -309,6 +364,8 @@ fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>, Vec<SinkTask>
             nexmark_tables,
             metrics,
             kinesis_sink,
+            pace,
+            probe,
         });
     }
     let graph = JobGraph {
@@ -320,6 +377,7 @@ fn build_graph(p: &Prepared) -> Result<(JobGraph, Vec<SourceTask>, Vec<SinkTask>
         stop: &STOP,
         checkpoints: None,
         threads: Default::default(),
+        idle_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
     };
     Ok((graph, kinesis, kinesis_sinks))
 }
@@ -486,7 +544,17 @@ pub fn savepoint(file: &Path, to: &Path) -> Result<(), DaemonError> {
 /// from that savepoint.
 pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError> {
     let prepared = prepare(file)?;
-    let (mut graph, mut kinesis, kinesis_sinks) = build_graph(&prepared)?;
+    run_prepared(&prepared, from_savepoint, RunOptions::default())
+}
+
+/// Runs a prepared config (see [`run`]), observed as `options` say.
+pub fn run_prepared(
+    prepared: &Prepared,
+    from_savepoint: Option<&Path>,
+    options: RunOptions,
+) -> Result<(), DaemonError> {
+    let file = prepared.config.file.as_path();
+    let (mut graph, mut kinesis, kinesis_sinks) = build_graph(prepared, options.measure.as_ref())?;
     let mut coordinator = None;
     if from_savepoint.is_some() && prepared.config.checkpoint.is_none() {
         return Err(DaemonError::Config(format!(
@@ -512,7 +580,7 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
         _ => None,
     };
     if let Some(cfg) = &prepared.config.checkpoint {
-        match prepare_checkpoints(&prepared, &graph, cfg, from_savepoint, mirror.as_ref().map(|m| m.progress.clone()))?
+        match prepare_checkpoints(prepared, &graph, cfg, from_savepoint, mirror.as_ref().map(|m| m.progress.clone()))?
         {
             None => {
                 eprintln!(
@@ -522,7 +590,7 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
                 return Ok(());
             }
             Some((ctl, acks, epoch)) => {
-                let b = binding(&prepared);
+                let b = binding(prepared);
                 coordinator = Some(
                     Coordinator::new(ctl.clone(), acks, graph.n_shards(), b, epoch).map_err(DaemonError::Runtime)?,
                 );
@@ -555,6 +623,9 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
             })
             .map_err(|e| DaemonError::Runtime(format!("cannot start the shards: {e}")))?
     };
+    if let Some(tx) = &options.on_start {
+        let _ = tx.send(graph.clone());
+    }
     let interval = Duration::from_millis(METRICS_REPORT_INTERVAL_MS);
     let mut prev: Vec<JobSnapshot> = vec![JobSnapshot::default(); graph.jobs.len()];
     let mut last = Instant::now();
@@ -617,7 +688,7 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
             }
         }
         let now = Instant::now();
-        if now >= last + interval {
+        if now >= last + interval && !options.quiet {
             for (job, p) in graph.jobs.iter().zip(prev.iter_mut()) {
                 let snap = job.metrics.snapshot();
                 tracing::info!("{}", report_line(&job.metrics, snap, *p, now - last));
@@ -641,6 +712,12 @@ pub fn run(file: &Path, from_savepoint: Option<&Path>) -> Result<(), DaemonError
     };
     let _ = runner.join();
     let elapsed = started.elapsed();
+    if options.quiet {
+        return match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(DaemonError::Runtime(e)),
+        };
+    }
     if let Some(line) = coordinator.as_ref().and_then(|c| c.summary()) {
         eprintln!("{line}");
     }

@@ -1,6 +1,8 @@
 //! Counters shared between shards and the reporter: per job, records in and out, bad and late records,
 //! and each shard's current watermark. Shards only add (relaxed atomics, no locks); the control thread reads.
 
+pub mod latency;
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 

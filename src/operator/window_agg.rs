@@ -78,6 +78,8 @@ pub struct WindowAggregator {
     /// to, where that is beyond this operator's own watermark. Rows and firings at or below it are skipped.
     floors: Option<Vec<i64>>,
     key_groups: u32,
+    /// When on: the window end of every emitted row, as runs (end, rows), in emission order.
+    emitted_ends: Option<Vec<(i64, u64)>>,
 }
 
 /// What changed since the last checkpoint, beyond the per-row marks kept in each slice's table.
@@ -108,8 +110,19 @@ impl WindowAggregator {
             changes: None,
             floors: None,
             key_groups: 1,
+            emitted_ends: None,
             plan: plan.clone(),
         }
+    }
+
+    /// Keeps, from now on, the window end of every row emitted (for latency measurement).
+    pub fn track_emitted_ends(&mut self) {
+        self.emitted_ends = Some(Vec::new());
+    }
+
+    /// The window ends of the rows emitted since the last call, as runs (end, rows) in emission order.
+    pub fn take_emitted_ends(&mut self) -> Vec<(i64, u64)> {
+        self.emitted_ends.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Tracks changes from now on, so that [`Self::snapshot`] can write deltas; `key_groups` is the job's
@@ -473,6 +486,16 @@ impl WindowAggregator {
         // `agg_out` is flushed at a batch's worth of rows, and the calc emits at most one row per input row.
         let fired = self.agg_out.finish();
         run_calc_columnar(&self.plan.post, &fired.view(), &mut self.out, &mut self.selection);
+        if let Some(ends) = &mut self.emitted_ends {
+            let view = fired.view();
+            for &r in &self.selection {
+                let end = view.int(self.plan.n_keys + 1, r as usize);
+                match ends.last_mut() {
+                    Some((e, n)) if *e == end => *n += 1,
+                    _ => ends.push((end, 1)),
+                }
+            }
+        }
         let emitted = self.out.n_rows() as u64;
         if emitted > 0 {
             emit(self.out.finish());

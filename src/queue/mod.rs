@@ -80,14 +80,22 @@ impl Doorbell {
     /// ring is seen within about a microsecond), then parks on it ([`Doorbell::wait`]: a cross-thread wake-up,
     /// tens of microseconds or more). Measured in bench/exchange_wake.rs.
     pub async fn wait_spinning(self: &Arc<Self>, spin: std::time::Duration) {
-        let started = std::time::Instant::now();
-        while started.elapsed() < spin {
+        if !self.spin_until(std::time::Instant::now() + spin).await {
+            self.wait().await
+        }
+    }
+
+    /// Watches the bell until `until`, yielding to the executor between looks; true if it was rung.
+    pub async fn spin_until(&self, until: std::time::Instant) -> bool {
+        loop {
             if self.rung.swap(false, Ordering::SeqCst) {
-                return;
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
             }
             futures_lite::future::yield_now().await;
         }
-        self.wait().await
     }
 }
 

@@ -51,6 +51,10 @@ pub struct JobSpec {
     pub metrics: Arc<JobMetrics>,
     /// With a Kinesis sink: the partition key over the output row, and per shard the channel to its writer.
     pub kinesis_sink: Option<KinesisSinkSpec>,
+    /// A rate-limited nexmark source's schedule, shared by its splits.
+    pub pace: Option<Arc<crate::source::nexmark::Pace>>,
+    /// Under `shardflow bench`: where the shards record each output row's latency.
+    pub probe: Option<Arc<crate::metrics::latency::LatencyProbe>>,
 }
 
 pub struct KinesisSinkSpec {
@@ -80,6 +84,8 @@ pub struct JobGraph {
     pub checkpoints: Option<Arc<crate::checkpoint::CheckpointControl>>,
     /// Each running shard's thread, for [`JobGraph::kick_all`].
     pub threads: std::sync::Mutex<Vec<Option<libc::pthread_t>>>,
+    /// Per shard, nanoseconds spent waiting for work (spinning or parked): busy time is the rest.
+    pub idle_ns: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl JobGraph {

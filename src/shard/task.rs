@@ -30,7 +30,7 @@ use crate::sink::kinesis::KinesisSinkWriter;
 use crate::sink::SinkWriter;
 use crate::source::file::FileSplit;
 use crate::source::kinesis::KinesisSplit;
-use crate::source::nexmark::NexmarkSplit;
+use crate::source::nexmark::{NexmarkSplit, ReadSchedule};
 use crate::source::{dead_letter_schema, max_event_time, BadInput, Split, SplitPosition, SplitState};
 use crate::state::log::{BlobEncoder, CheckpointKind};
 use crate::state::writer::LogWriter;
@@ -100,6 +100,8 @@ struct JobState {
     sink: Option<SinkWriter>,
     /// Stateless jobs: output rows waiting for the sink.
     out: Pending,
+    /// Under a latency probe: when each row in `out` was due (nanoseconds into the source's schedule).
+    out_due: Vec<u64>,
     window: Option<WindowJob>,
     /// The end of the input was sent downstream.
     input_ended: bool,
@@ -305,6 +307,7 @@ impl ShardTask {
                 SplitSpec::Nexmark { split, n_splits } => Split::Nexmark(NexmarkSplit::new(
                     spec.nexmark().expect("nexmark splits belong to nexmark sources"),
                     spec.nexmark_tables.clone().expect("nexmark tables are built for nexmark sources"),
+                    spec.pace.clone(),
                     *split,
                     *n_splits,
                     &used,
@@ -320,7 +323,13 @@ impl ShardTask {
         let n = graph.n_shards();
         let delay = spec.watermark.map_or(0, |w| w.delay_ms);
         let window = plan.window.as_ref().map(|w| WindowJob {
-            agg: WindowAggregator::new(w),
+            agg: {
+                let mut agg = WindowAggregator::new(w);
+                if spec.probe.is_some() {
+                    agg.track_emitted_ends();
+                }
+                agg
+            },
             combiner: WatermarkCombiner::new(n),
             ended: vec![false; n],
             outbox: (0..n).map(|_| Pending::new(&w.input.types())).collect(),
@@ -354,6 +363,7 @@ impl ShardTask {
                 None => sink_writer(&spec.sink, &spec.name, id.idx(), &plan.out_schema, epoch),
             }),
             out: Pending::new(&plan.out_schema.types()),
+            out_due: Vec::new(),
             window,
             input_ended: false,
             announced_idle: false,
@@ -404,6 +414,9 @@ impl ShardTask {
         }
     }
 
+    /// Waits for a ring or the next deadline (lingering batches, a rate-limited source's next record),
+    /// whichever comes first: spinning for up to `SHARD_SPIN_BEFORE_PARK_US` (a deadline within it is met
+    /// to the microsecond), then parked. The time is counted as this shard's idle time.
     async fn park(&self) {
         let now = Instant::now();
         let mut deadline = now + Duration::from_millis(SHARD_PARK_TIMEOUT_MS);
@@ -423,8 +436,13 @@ impl ShardTask {
             futures_lite::future::yield_now().await;
             return;
         }
-        let spin = Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US);
-        futures_lite::future::or(self.bell.wait_spinning(spin), glommio::timer::sleep(deadline - now)).await;
+        let spin_end = now + Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US);
+        let rung = self.bell.spin_until(deadline.min(spin_end)).await;
+        if !rung && deadline > spin_end {
+            let left = deadline.saturating_duration_since(Instant::now());
+            futures_lite::future::or(self.bell.wait(), glommio::timer::sleep(left)).await;
+        }
+        self.graph.idle_ns[self.id.idx()].fetch_add(now.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
     // ----- checkpoints -----
@@ -676,9 +694,26 @@ impl ShardTask {
         let w = j.window.as_mut().expect("only window jobs fire windows");
         let mut fired = Vec::new();
         w.agg.advance_watermark(wm, &mut |b| fired.push(b));
-        self.graph.jobs[job as usize].metrics.watermarks[self.id.idx()].store(wm, Ordering::Relaxed);
+        let graph = self.graph.clone();
+        let spec = &graph.jobs[job as usize];
+        spec.metrics.watermarks[self.id.idx()].store(wm, Ordering::Relaxed);
+        // Under a probe: the window end of each emitted row, in runs, in emission order.
+        let mut ends = w.agg.take_emitted_ends().into_iter().peekable();
         for b in fired {
+            let mut rows = b.n_rows() as u64;
             self.write_sink(job, b).await?;
+            let Some(p) = &spec.probe else { continue };
+            let now = p.now_ns();
+            while rows > 0 {
+                let Some((end, n)) = ends.peek_mut() else { break };
+                let take = rows.min(*n);
+                p.record_window(self.id.idx(), now, *end, take);
+                rows -= take;
+                *n -= take;
+                if *n == 0 {
+                    ends.next();
+                }
+            }
         }
         Ok(())
     }
@@ -748,6 +783,10 @@ impl ShardTask {
             j.resume_at = None;
         }
         let n_splits = j.splits.len();
+        // Under a latency probe: when the rows of this read were due.
+        let mut schedule = None;
+        // The split gave what it had: rows waiting for the sink go out now rather than linger.
+        let mut caught_up = false;
         for _ in 0..n_splits {
             let s = j.next_split;
             j.next_split = (j.next_split + 1) % n_splits;
@@ -765,15 +804,21 @@ impl ShardTask {
                     if let Some(w) = wait {
                         j.resume_at = Some(Instant::now() + w);
                     }
+                    caught_up = allowed < SOURCE_BATCH_ROWS_MAX;
+                    schedule = spec.probe.as_ref().and(n.next_read_schedule());
                     n.read(&mut j.source_rows, allowed)
                 }
                 Split::File(f) => f
                     .read(&mut j.source_rows, SOURCE_BATCH_ROWS_MAX, &mut j.bad)
                     .await
                     .map_err(|e| format!("source {}: {e}", spec.source.name))?,
-                Split::Kinesis(k) => k
-                    .read(&mut j.source_rows, SOURCE_BATCH_ROWS_MAX, &mut j.bad, now_ms)
-                    .map_err(|e| format!("source {}: {e}", spec.source.name))?,
+                Split::Kinesis(k) => {
+                    let rows = k
+                        .read(&mut j.source_rows, SOURCE_BATCH_ROWS_MAX, &mut j.bad, now_ms)
+                        .map_err(|e| format!("source {}: {e}", spec.source.name))?;
+                    caught_up = rows < SOURCE_BATCH_ROWS_MAX;
+                    rows
+                }
             };
             if j.splits[s].is_finished() {
                 j.split_done[s] = true;
@@ -798,7 +843,7 @@ impl ShardTask {
                     }
                 }
                 spec.metrics.records_in.fetch_add(rows as u64, Ordering::Relaxed);
-                self.process_source_batch(job, &batch).await?;
+                self.process_source_batch(job, &batch, schedule, caught_up).await?;
             } else if let (Some(_), Some(t)) = (spec.watermark, kinesis_time(&j.splits[s])) {
                 // Nothing read, but a quiet stream shard may have gone idle: the others' time may now count.
                 j.watermarks.observe(s, t, now_ms);
@@ -836,7 +881,16 @@ impl ShardTask {
         Ok(())
     }
 
-    async fn process_source_batch(&mut self, job: u16, batch: &BatchBuf) -> ShardResult<()> {
+    /// Runs a source batch through the job: a stateless job's output waits for its sink (written at once
+    /// when the batch fills or the source is `caught_up`, else after the linger); a windowed job's rows go
+    /// to the shards that own their keys.
+    async fn process_source_batch(
+        &mut self,
+        job: u16,
+        batch: &BatchBuf,
+        schedule: Option<ReadSchedule>,
+        caught_up: bool,
+    ) -> ShardResult<()> {
         let graph = self.graph.clone();
         let spec = &graph.jobs[job as usize];
         let view = batch.view();
@@ -844,8 +898,11 @@ impl ShardTask {
         let j = &mut self.jobs[job as usize];
         let Some(w) = j.window.as_mut() else {
             run_calc_columnar(&spec.plan.calc, &view, &mut j.out.rows, &mut j.selection);
+            if let (Some(s), Some(p)) = (schedule, &spec.probe) {
+                j.out_due.extend(j.selection.iter().map(|&r| s.due_ns(&p.pace, r)));
+            }
             j.out.touch(now);
-            if full(&j.out.rows) {
+            if full(&j.out.rows) || caught_up {
                 self.flush_output(job).await?;
             }
             return Ok(());
@@ -904,10 +961,13 @@ impl ShardTask {
 
     /// Writes a stateless job's waiting output to its sink.
     async fn flush_output(&mut self, job: u16) -> ShardResult<()> {
-        match self.jobs[job as usize].out.take() {
-            Some(b) => self.write_sink(job, b).await,
-            None => Ok(()),
+        let Some(b) = self.jobs[job as usize].out.take() else { return Ok(()) };
+        self.write_sink(job, b).await?;
+        if let Some(p) = &self.graph.jobs[job as usize].probe {
+            let due = &mut self.jobs[job as usize].out_due;
+            p.record_due(self.id.idx(), p.now_ns(), due.drain(..));
         }
+        Ok(())
     }
 
     /// Writes rows to the job's sink and counts them.

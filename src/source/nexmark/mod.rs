@@ -5,8 +5,8 @@
 
 pub mod gen;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::config::NexmarkConfig;
 use crate::constants::NEXMARK_PREFETCH_BIDS;
@@ -30,10 +30,12 @@ pub struct NexmarkSplit {
     stride: u64,
     /// One past the last bid number of the stream; `u64::MAX` when unbounded.
     end: u64,
-    /// Wall-clock bids per second for this split; 0 = unlimited.
-    rate: f64,
-    started: Option<Instant>,
+    /// The stream's wall-clock schedule; `None` = as fast as possible.
+    pace: Option<Arc<Pace>>,
+    /// Bids this split generated in this run.
     generated: u64,
+    /// This split's number (its residue).
+    split: u64,
     /// Columns the query reads; the others are filled with placeholders the query never looks at.
     used: [bool; 7],
     /// After a restore from a checkpoint taken with another split count: bids already emitted then are
@@ -49,8 +51,69 @@ struct Skip {
     max: u64,
 }
 
+/// The wall-clock schedule of a rate-limited nexmark stream, shared by all its splits: counting the bids of
+/// this run over all splits in stream order (split j's k-th bid is number `k * splits + j`), bid number i is
+/// due `i / rate` seconds after the first split first asked for bids. The generator is open loop: a bid is
+/// due at its time whatever the engine does, and one generated late is generated as soon as it can be.
+#[derive(Debug)]
+pub struct Pace {
+    /// Bids per second over all splits (> 0).
+    rate: u64,
+    start: OnceLock<Instant>,
+}
+
+impl Pace {
+    pub fn new(rate: u64) -> Pace {
+        Pace { rate: rate.max(1), start: OnceLock::new() }
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// The schedule's zero, once some split has asked for bids.
+    pub fn started(&self) -> Option<Instant> {
+        self.start.get().copied()
+    }
+
+    fn start(&self, now: Instant) -> Instant {
+        *self.start.get_or_init(|| now)
+    }
+
+    /// Nanoseconds after the start at which bid number `i` of the run is due.
+    pub fn due_ns(&self, i: u64) -> u64 {
+        (u128::from(i) * 1_000_000_000 / u128::from(self.rate)) as u64
+    }
+
+    /// How many of the run's first bids are due `ns` after the start (bids 0..=that-1).
+    pub fn due_by(&self, ns: u64) -> u64 {
+        (u128::from(ns) * u128::from(self.rate) / 1_000_000_000) as u64 + 1
+    }
+}
+
+/// When each row of one read was due: row r is bid number `first + r * stride` of the run.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSchedule {
+    first: u64,
+    stride: u64,
+}
+
+impl ReadSchedule {
+    /// Nanoseconds after the pace's start at which row `row` of the read was due.
+    pub fn due_ns(&self, pace: &Pace, row: u32) -> u64 {
+        pace.due_ns(self.first + u64::from(row) * self.stride)
+    }
+}
+
 impl NexmarkSplit {
-    pub fn new(cfg: &NexmarkConfig, tables: Arc<Tables>, split: u64, n_splits: u64, used: &[bool]) -> NexmarkSplit {
+    pub fn new(
+        cfg: &NexmarkConfig,
+        tables: Arc<Tables>,
+        pace: Option<Arc<Pace>>,
+        split: u64,
+        n_splits: u64,
+        used: &[bool],
+    ) -> NexmarkSplit {
         let gcfg = GeneratorConfig { seed: cfg.seed, event_rate: cfg.event_rate, key_space: cfg.key_space };
         let mut mask = [true; 7];
         for (m, u) in mask.iter_mut().zip(used) {
@@ -61,9 +124,9 @@ impl NexmarkSplit {
             next: split,
             stride: n_splits,
             end: cfg.events.unwrap_or(u64::MAX),
-            rate: cfg.rate as f64 / n_splits as f64,
-            started: None,
+            pace,
             generated: 0,
+            split,
             used: mask,
             skip: None,
         }
@@ -113,22 +176,26 @@ impl NexmarkSplit {
         self.next >= self.end
     }
 
-    /// Bids this split may generate now under its rate limit (at most `max`), and, when that is zero, how
-    /// long until the next one is due.
-    pub fn allowance(&mut self, max: usize, now: Instant) -> (usize, Option<std::time::Duration>) {
-        if self.rate <= 0.0 {
-            return (max, None);
-        }
-        let started = *self.started.get_or_insert(now);
-        let due = (now.duration_since(started).as_secs_f64() * self.rate) as u64 + 1;
-        let allowed = due.saturating_sub(self.generated) as usize;
+    /// Bids this split may generate now under the stream's schedule (at most `max`), and, when that is
+    /// zero, how long until the next one is due.
+    pub fn allowance(&mut self, max: usize, now: Instant) -> (usize, Option<Duration>) {
+        let Some(pace) = &self.pace else { return (max, None) };
+        let elapsed = now.duration_since(pace.start(now)).as_nanos() as u64;
+        // Split j's k-th bid is the run's bid k * stride + j: those due are k <= (due - 1 - j) / stride.
+        let due_run = pace.due_by(elapsed);
+        let due_here = if due_run > self.split { (due_run - 1 - self.split) / self.stride + 1 } else { 0 };
+        let allowed = due_here.saturating_sub(self.generated) as usize;
         if allowed == 0 {
-            let next_at = (self.generated as f64) / self.rate;
-            let wait =
-                std::time::Duration::from_secs_f64((next_at - now.duration_since(started).as_secs_f64()).max(0.0));
-            return (0, Some(wait));
+            let next = pace.due_ns(self.generated * self.stride + self.split);
+            return (0, Some(Duration::from_nanos(next.saturating_sub(elapsed))));
         }
         (allowed.min(max), None)
+    }
+
+    /// When the rows of the next read are due (rate-limited streams only).
+    pub fn next_read_schedule(&self) -> Option<ReadSchedule> {
+        self.pace.as_ref()?;
+        Some(ReadSchedule { first: self.generated * self.stride + self.split, stride: self.stride })
     }
 
     /// Appends up to `max` bids to `out`; returns how many.
@@ -176,5 +243,45 @@ impl NexmarkSplit {
         }
         self.generated += n as u64;
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(pace: &Arc<Pace>, j: u64, n: u64) -> NexmarkSplit {
+        let cfg = NexmarkConfig { events: None, rate: pace.rate(), event_rate: 1_000_000, key_space: 0, seed: 42 };
+        NexmarkSplit::new(&cfg, NexmarkSplit::tables(42), Some(pace.clone()), j, n, &[true; 7])
+    }
+
+    #[test]
+    fn splits_share_one_schedule_in_stream_order() {
+        // 1000 bids/s over 2 splits: bid i is due at i ms; split 0 makes the even bids, split 1 the odd ones.
+        let pace = Arc::new(Pace::new(1000));
+        let (mut s0, mut s1) = (split(&pace, 0, 2), split(&pace, 1, 2));
+        let t0 = Instant::now();
+        assert_eq!(s0.allowance(100, t0), (1, None), "bid 0 is due at once");
+        assert_eq!(s1.allowance(100, t0), (0, Some(Duration::from_millis(1))), "bid 1 is due after 1 ms");
+        let at = t0 + Duration::from_micros(10_500);
+        // Bids 0..=10 are due: 0, 2, .., 10 on split 0 (6), 1, 3, .., 9 on split 1 (5).
+        assert_eq!(s0.allowance(100, at).0, 6);
+        assert_eq!(s1.allowance(100, at).0, 5);
+        assert_eq!(s0.allowance(4, at).0, 4, "capped at the batch size");
+        let schema = crate::record::Schema::parse(crate::config::NEXMARK_BID_SCHEMA).expect("bid schema");
+        let mut b = BatchBuilder::new(&schema.types());
+        assert_eq!(s1.next_read_schedule().map(|r| r.due_ns(&pace, 2)), Some(5_000_000), "row 2 = bid 5");
+        s1.read(&mut b, 5);
+        // Split 1 is on schedule: its next bid (11) is due 0.5 ms later.
+        assert_eq!(s1.allowance(100, at), (0, Some(Duration::from_micros(500))));
+        assert_eq!(s1.next_read_schedule().map(|r| r.due_ns(&pace, 0)), Some(11_000_000));
+    }
+
+    #[test]
+    fn an_unpaced_split_reads_as_fast_as_asked() {
+        let cfg = NexmarkConfig { events: None, rate: 0, event_rate: 1_000_000, key_space: 0, seed: 42 };
+        let mut s = NexmarkSplit::new(&cfg, NexmarkSplit::tables(42), None, 0, 1, &[true; 7]);
+        assert_eq!(s.allowance(4096, Instant::now()), (4096, None));
+        assert!(s.next_read_schedule().is_none());
     }
 }
