@@ -17,7 +17,8 @@ use crate::checkpoint::recovery::{recover, recover_savepoint, RecoveryError};
 use crate::checkpoint::{CheckpointControl, Coordinator, ShardAck, ShardRestore};
 use crate::config::{Config, SinkConnector, SourceConnector};
 use crate::constants::{
-    KINESIS_CHANNEL_BATCHES, KINESIS_SINK_CHANNEL_BATCHES, METRICS_REPORT_INTERVAL_MS, SHARD_WATCHDOG_MS,
+    DAEMON_TICK_MAX_MS, KINESIS_CHANNEL_BATCHES, KINESIS_SINK_CHANNEL_BATCHES, METRICS_REPORT_INTERVAL_MS,
+    SHARD_WATCHDOG_MS,
 };
 use crate::kinesis::sink::SinkTask;
 use crate::kinesis::{KinesisService, SourceTask};
@@ -634,11 +635,13 @@ pub fn run_prepared(
     let mut checkpoint_error = None;
     let mut rung_for_mirrored = 0;
     let mut last_kick = Instant::now();
+    let mut stop_seen: Option<Instant> = None;
     let sink_dirs: Vec<std::path::PathBuf> = file_sink_writers(&graph).into_iter().map(|(d, _)| d).collect();
     let result = loop {
         let now = Instant::now();
         let report_in = (last + interval).saturating_duration_since(now);
         let wait = coordinator.as_ref().map_or(report_in, |c| c.due_in(now).min(report_in));
+        let wait = wait.min(Duration::from_millis(DAEMON_TICK_MAX_MS));
         let acks = coordinator.as_ref().map_or(&never, |c| c.acks());
         crossbeam_channel::select! {
             recv(done_rx) -> r => break r.unwrap_or_else(|_| Err("the shards stopped without a result".into())),
@@ -651,6 +654,22 @@ pub fn run_prepared(
                 }
             }
             default(wait) => {}
+        }
+        // A stop is seen by each shard at its next turn: ring them, and should one not end (a shard that
+        // missed its wake-ups, see the watchdog below), interrupt their sleep.
+        if STOP.load(Ordering::SeqCst) {
+            let since = *stop_seen.get_or_insert_with(|| {
+                ring();
+                Instant::now()
+            });
+            if since.elapsed() > Duration::from_millis(SHARD_WATCHDOG_MS)
+                && last_kick.elapsed() > Duration::from_millis(SHARD_WATCHDOG_MS)
+            {
+                tracing::warn!("the run has not ended {:.1} s after the stop: interrupting every shard's sleep", since.elapsed().as_secs_f64());
+                graph.kick_all();
+                ring();
+                last_kick = Instant::now();
+            }
         }
         if let Some(c) = coordinator.as_mut() {
             c.tick(Instant::now(), STOP.load(Ordering::SeqCst), &ring);

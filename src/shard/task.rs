@@ -18,7 +18,7 @@ use super::{JobGraph, JobSpec, SplitSpec};
 use crate::checkpoint::{AckData, CheckpointControl, JobRestore, ShardAck};
 use crate::constants::{
     BATCH_BYTES_MAX, BATCH_LINGER_US, EXCHANGE_BATCH_ROWS_MAX, EXCHANGE_DRAIN_BATCHES_MAX, SHARD_PARK_TIMEOUT_MS,
-    SHARD_SPIN_BEFORE_PARK_US, SOURCE_BATCH_ROWS_MAX,
+    SHARD_SPIN_BEFORE_PARK_US, SHARD_SPIN_TO_DEADLINE_MAX_US, SOURCE_BATCH_ROWS_MAX,
 };
 use crate::operator::calc::run_calc_columnar;
 use crate::operator::key::{encode_key, key_hash};
@@ -436,9 +436,15 @@ impl ShardTask {
             futures_lite::future::yield_now().await;
             return;
         }
-        let spin_end = now + Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US);
-        let rung = self.bell.spin_until(deadline.min(spin_end)).await;
-        if !rung && deadline > spin_end {
+        // A deadline close ahead is waited for by spinning: glommio's timers fire late at this scale (a sleep
+        // of tens of microseconds was seen to end 8 ms later), which a paced source cannot afford.
+        let spin_end = if deadline <= now + Duration::from_micros(SHARD_SPIN_TO_DEADLINE_MAX_US) {
+            deadline
+        } else {
+            now + Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US)
+        };
+        let rung = self.bell.spin_until(spin_end).await;
+        if !rung && Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             futures_lite::future::or(self.bell.wait(), glommio::timer::sleep(left)).await;
         }
