@@ -94,8 +94,7 @@ fn main() -> ExitCode {
         }
     };
     // A benchmark prints its own report: only warnings and errors from the engine, unless RUST_LOG says.
-    // glommio's stall reports (a backtrace each) are left out too: the latency histogram shows what stalls cost.
-    let level = if matches!(cli.command, Command::Bench { .. }) { "warn,glommio::executor::stall=error" } else { "info" };
+    let level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

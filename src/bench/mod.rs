@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::config::SourceConnector;
-use crate::constants::{BENCH_PROGRESS_INTERVAL_MS, BENCH_STOP_GRACE_MS, FIND_MAX_TRIALS};
+use crate::constants::{BENCH_PROGRESS_INTERVAL_MS, BENCH_STOP_GRACE_MS, FIND_MAX_TRIALS, SHARD_SLOW_TURN_MS};
 use crate::daemon::{DaemonError, Prepared, RunOptions};
 use crate::metrics::latency::new_histogram;
 use crate::shard::JobGraph;
@@ -74,6 +74,8 @@ pub struct Trial {
     pub measured: Duration,
     /// Peak resident memory of the process during the run, if the kernel tells.
     pub peak_rss: Option<u64>,
+    /// Per shard: loop turns over `SHARD_SLOW_TURN_MS` during the run, and the longest.
+    pub slow_turns: Vec<(u64, Duration)>,
 }
 
 impl Trial {
@@ -228,7 +230,8 @@ fn run_trial(args: &BenchArgs, rate: u64, show_progress: bool) -> Result<Trial, 
             (*cpu, (1.0 - idle / secs).clamp(0.0, 1.0))
         })
         .collect();
-    Ok(Trial { rate, jobs, busy, measured: Duration::from_secs_f64(secs), peak_rss: peak_rss() })
+    let slow_turns = graph.slow_turns.iter().map(|t| t.read()).collect();
+    Ok(Trial { rate, jobs, busy, measured: Duration::from_secs_f64(secs), peak_rss: peak_rss(), slow_turns })
 }
 
 type Watched = (Arc<JobGraph>, Reading, Reading, Vec<Histogram<u64>>);
@@ -312,8 +315,13 @@ fn watch(
             let _ = std::io::stderr().flush();
             last_progress = (now, reading);
         }
-        let next = [warm, end, stop_at].into_iter().filter(|t| *t > now).min().unwrap_or(now);
-        let wait = next.saturating_duration_since(now).min(Duration::from_millis(100));
+        // Wake only when something is due: on a machine whose every core runs a spinning shard, each wake-up
+        // of this thread takes a shard's core for a moment. A signal ends the run, which ends the wait.
+        let mut next = [warm, end, stop_at].into_iter().filter(|t| *t > now).min().unwrap_or(now);
+        if terminal {
+            next = next.min(last_progress.0 + Duration::from_millis(BENCH_PROGRESS_INTERVAL_MS));
+        }
+        let wait = next.saturating_duration_since(now);
         if let Ok(r) = done_rx.recv_timeout(wait) {
             return Err(ended_early(Ok(r)));
         }
@@ -474,6 +482,17 @@ fn print_trial(args: &BenchArgs, t: &Trial) {
     let busy: Vec<String> =
         t.busy.iter().enumerate().map(|(s, (cpu, b))| format!("shard {s} (CPU {cpu}) {:.1}%", b * 100.0)).collect();
     println!("  busy: {}", busy.join(", "));
+    let slow: Vec<String> = t
+        .slow_turns
+        .iter()
+        .enumerate()
+        .filter(|(_, (n, _))| *n > 0)
+        .map(|(s, (n, longest))| format!("shard {s} {n} (longest {})", ns_text(longest.as_nanos() as u64)))
+        .collect();
+    println!(
+        "  loop turns over {SHARD_SLOW_TURN_MS} ms: {}",
+        if slow.is_empty() { "none".to_string() } else { slow.join(", ") }
+    );
     if let Some(rss) = t.peak_rss {
         println!("  peak resident memory: {:.1} MB", rss as f64 / 1e6);
     }

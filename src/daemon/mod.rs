@@ -18,7 +18,7 @@ use crate::checkpoint::{CheckpointControl, Coordinator, ShardAck, ShardRestore};
 use crate::config::{Config, SinkConnector, SourceConnector};
 use crate::constants::{
     DAEMON_TICK_MAX_MS, KINESIS_CHANNEL_BATCHES, KINESIS_SINK_CHANNEL_BATCHES, METRICS_REPORT_INTERVAL_MS,
-    SHARD_WATCHDOG_MS,
+    SHARD_SLOW_TURN_MS, SHARD_WATCHDOG_MS,
 };
 use crate::kinesis::sink::SinkTask;
 use crate::kinesis::{KinesisService, SourceTask};
@@ -379,6 +379,7 @@ fn build_graph(
         checkpoints: None,
         threads: Default::default(),
         idle_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        slow_turns: (0..n).map(|_| Default::default()).collect(),
     };
     Ok((graph, kinesis, kinesis_sinks))
 }
@@ -636,6 +637,7 @@ pub fn run_prepared(
     let mut rung_for_mirrored = 0;
     let mut last_kick = Instant::now();
     let mut stop_seen: Option<Instant> = None;
+    let mut slow_reported = vec![0u64; graph.n_shards()];
     let sink_dirs: Vec<std::path::PathBuf> = file_sink_writers(&graph).into_iter().map(|(d, _)| d).collect();
     let result = loop {
         let now = Instant::now();
@@ -707,7 +709,9 @@ pub fn run_prepared(
             }
         }
         let now = Instant::now();
-        if now >= last + interval && !options.quiet {
+        if now >= last + interval && options.quiet {
+            last = now;
+        } else if now >= last + interval {
             for (job, p) in graph.jobs.iter().zip(prev.iter_mut()) {
                 let snap = job.metrics.snapshot();
                 tracing::info!("{}", report_line(&job.metrics, snap, *p, now - last));
@@ -716,6 +720,18 @@ pub fn run_prepared(
             if let Some(line) = coordinator.as_ref().and_then(Coordinator::report_line) {
                 tracing::info!("{line}");
             }
+            let turns: Vec<(u64, Duration)> = graph.slow_turns.iter().map(|t| t.read()).collect();
+            for (shard, ((n, longest), before)) in turns.iter().zip(&slow_reported).enumerate() {
+                if n > before {
+                    tracing::warn!(
+                        "shard {shard}: {} loop turn(s) over {SHARD_SLOW_TURN_MS} ms in the last {:.0} s (longest this run {:.1} ms): its input waited that long",
+                        n - before,
+                        interval.as_secs_f64(),
+                        longest.as_secs_f64() * 1e3
+                    );
+                }
+            }
+            slow_reported = turns.iter().map(|t| t.0).collect();
             for line in aws.iter().flat_map(KinesisService::report_lines) {
                 tracing::info!("{line}");
             }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{NexmarkConfig, SinkConfig, SourceConfig};
-use crate::constants::{SHARD_PREEMPT_TIMER_MS, SHARD_SPIN_BEFORE_PARK_US, SHARD_STALL_THRESHOLD_MS};
+use crate::constants::{SHARD_PREEMPT_TIMER_MS, SHARD_SPIN_BEFORE_PARK_US};
 use crate::metrics::JobMetrics;
 use crate::queue::{Exchange, ShardId};
 use crate::sql::{JobPlan, WatermarkSpec};
@@ -86,6 +86,29 @@ pub struct JobGraph {
     pub threads: std::sync::Mutex<Vec<Option<libc::pthread_t>>>,
     /// Per shard, nanoseconds spent waiting for work (spinning or parked): busy time is the rest.
     pub idle_ns: Vec<std::sync::atomic::AtomicU64>,
+    /// Per shard, its loop turns that took longer than `SHARD_SLOW_TURN_MS`.
+    pub slow_turns: Vec<SlowTurns>,
+}
+
+/// A shard's slow loop turns: turns that kept it from its input (CPU work, or waiting on its own I/O) longer
+/// than `SHARD_SLOW_TURN_MS`. Counted by the shard itself at the end of each turn: a clock read, where
+/// glommio's stall detector interrupts the thread and captures a backtrace (milliseconds) per report.
+#[derive(Debug, Default)]
+pub struct SlowTurns {
+    pub count: std::sync::atomic::AtomicU64,
+    pub longest_ns: std::sync::atomic::AtomicU64,
+}
+
+impl SlowTurns {
+    pub fn record(&self, took: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.longest_ns.fetch_max(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// (count, longest) so far.
+    pub fn read(&self) -> (u64, Duration) {
+        (self.count.load(Ordering::Relaxed), Duration::from_nanos(self.longest_ns.load(Ordering::Relaxed)))
+    }
 }
 
 impl JobGraph {
@@ -117,20 +140,6 @@ impl JobGraph {
     }
 }
 
-/// Reports a task that keeps its core past its time slice. Glommio's default report (a warning with the
-/// executor, the overage and a backtrace) reaches our log through the `log` → `tracing` bridge. A shard's
-/// start (which restores its state from a checkpoint in one go, before it reads any input) is exempt.
-#[derive(Debug)]
-struct StallLogger {
-    starting: Arc<AtomicBool>,
-}
-
-impl glommio::StallDetectionHandler for StallLogger {
-    fn threshold(&self, _q: glommio::TaskQueueHandle, _expected: Duration) -> Option<Duration> {
-        (!self.starting.load(Ordering::Relaxed)).then(|| Duration::from_millis(SHARD_STALL_THRESHOLD_MS))
-    }
-}
-
 /// The signal [`JobGraph::kick_all`] sends: one nothing else uses, whose default is to be ignored.
 pub const WAKE_SIGNAL: i32 = libc::SIGURG;
 
@@ -150,13 +159,10 @@ pub fn run(graph: Arc<JobGraph>) -> Result<(), String> {
     let mut handles = Vec::new();
     for (idx, cpu) in graph.cpus.iter().copied().enumerate() {
         let g = graph.clone();
-        let starting = Arc::new(AtomicBool::new(true));
-        let stalls = StallLogger { starting: starting.clone() };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{idx}"))
             .spin_before_park(Duration::from_micros(SHARD_SPIN_BEFORE_PARK_US))
-            .preempt_timer(Duration::from_millis(SHARD_PREEMPT_TIMER_MS))
-            .detect_stalls(Some(Box::new(stalls)));
+            .preempt_timer(Duration::from_millis(SHARD_PREEMPT_TIMER_MS));
         let handle = builder
             .spawn(move || async move {
                 // SAFETY: plain libc calls on this thread's own id and signal mask.
@@ -168,7 +174,6 @@ pub fn run(graph: Arc<JobGraph>) -> Result<(), String> {
                     libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
                 }
                 let task = task::ShardTask::new(g.clone(), ShardId(idx as u16));
-                starting.store(false, Ordering::Relaxed);
                 let result = match task {
                     Ok(t) => t.run().await,
                     Err(e) => Err(e),

@@ -18,7 +18,7 @@ use super::{JobGraph, JobSpec, SplitSpec};
 use crate::checkpoint::{AckData, CheckpointControl, JobRestore, ShardAck};
 use crate::constants::{
     BATCH_BYTES_MAX, BATCH_LINGER_US, EXCHANGE_BATCH_ROWS_MAX, EXCHANGE_DRAIN_BATCHES_MAX, SHARD_PARK_TIMEOUT_MS,
-    SHARD_SPIN_BEFORE_PARK_US, SHARD_SPIN_TO_DEADLINE_MAX_US, SOURCE_BATCH_ROWS_MAX,
+    SHARD_SLOW_TURN_MS, SHARD_SPIN_BEFORE_PARK_US, SHARD_SPIN_TO_DEADLINE_MAX_US, SOURCE_BATCH_ROWS_MAX,
 };
 use crate::operator::calc::run_calc_columnar;
 use crate::operator::key::{encode_key, key_hash};
@@ -380,10 +380,12 @@ impl ShardTask {
     /// Runs until every job on this shard has finished (and, with checkpoints, until the run's final
     /// checkpoint is complete and committed).
     pub async fn run(mut self) -> ShardResult<()> {
+        let slow = Duration::from_millis(SHARD_SLOW_TURN_MS);
         loop {
             if self.graph.abort.load(Ordering::Relaxed) {
                 return Err(ABORTED.to_string());
             }
+            let turn = Instant::now();
             let mut progress = false;
             if self.ckpt.is_some() {
                 if self.checkpoint_turn().await? {
@@ -405,6 +407,10 @@ impl ShardTask {
                     c.ctl.finished_shards.fetch_add(1, Ordering::SeqCst);
                 }
                 _ => {}
+            }
+            let took = turn.elapsed();
+            if took > slow {
+                self.graph.slow_turns[self.id.idx()].record(took);
             }
             if progress {
                 glommio::yield_if_needed().await;
