@@ -3,8 +3,9 @@
 # measured with `shardflow bench` from the release build, rewriting bench/RESULTS.md above its notes marker:
 #   1. throughput on 1..N cores: `--throughput`, events/s sustained after a warm-up, best of $RUNS, with the
 #      ratios to Flink's figures for this kind of machine (the spec's table, parallelism 1 and 2);
-#   2. open-loop latency on N cores: q0 at 200k events/s (where Flink was measured) and at half its N-core
-#      throughput, q5a, q7a and kwin at 200k events/s; percentiles, offered vs achieved, busy time, peak memory.
+#   2. open-loop latency on 1..N cores: q0 at 200k events/s (where Flink was measured) and at half its
+#      throughput on as many cores, q5a, q7a and kwin at 200k events/s (60 s, so that their 10 s windows close
+#      six times); percentiles, offered vs achieved, busy time, peak memory.
 #      The .hgrm files and plots go to bench/results/.
 #   bench/nexmark.sh                         # everything (~25 min on 2 cores)
 #   QUERIES="q0 q7a" bench/nexmark.sh        # a subset (the latency rows of the others are left out)
@@ -18,6 +19,7 @@ tp_warmup=${TP_WARMUP:-3s}
 tp_duration=${TP_DURATION:-8s}
 lat_warmup=${LAT_WARMUP:-5s}
 lat_duration=${LAT_DURATION:-30s}
+win_duration=${WIN_DURATION:-60s}
 cargo build --release --locked 2>&1 | tail -1
 bin=target/release/shardflow
 tmp=$(mktemp -d)
@@ -63,11 +65,11 @@ lat_rows=""
 pct() { # file label -> the value on the report line of that percentile
   awk -v k="$2" '$1 == k {print $2 " " $3; exit}' "$1"
 }
-latency_row() { # query rate
-  local q=$1 rate=$2 cores=$max_cores out="$tmp/lat-$1-$2.txt"
+latency_row() { # query cores rate duration
+  local q=$1 cores=$2 rate=$3 duration=$4 out="$tmp/lat-$1-$2-$3.txt"
   local cfg
   cfg=$(config "$q" "$cores")
-  "$bin" bench -c "$cfg" --rate "$rate" --warmup "$lat_warmup" --duration "$lat_duration" --out bench/results > "$out"
+  "$bin" bench -c "$cfg" --rate "$rate" --warmup "$lat_warmup" --duration "$duration" --out "bench/results/$cores-cores" > "$out"
   cat "$out" >&2
   local achieved rows busy mem
   achieved=$(sed -nE 's/.*achieved ([0-9,]+) events\/s.*/\1/p' "$out" | head -1)
@@ -76,17 +78,21 @@ latency_row() { # query rate
   mem=$(sed -nE 's/.*peak resident memory: (.*)/\1/p' "$out")
   local behind=""
   grep -q "FELL BEHIND" "$out" && behind=" (fell behind)"
-  lat_rows+="| $q | $cores | $rate | $achieved$behind | $(pct "$out" p50) | $(pct "$out" p90) | $(pct "$out" p99) | $(pct "$out" p99.9) | $(pct "$out" p99.99) | $(pct "$out" max) | $rows | $busy | $mem | \`$bin bench -c bench/nexmark/$q.toml --rate $rate --warmup $lat_warmup --duration $lat_duration\` (cores = $cores) |"$'\n'
+  lat_rows+="| $q | $cores | $rate | $achieved$behind | $(pct "$out" p50) | $(pct "$out" p90) | $(pct "$out" p99) | $(pct "$out" p99.9) | $(pct "$out" p99.99) | $(pct "$out" max) | $rows | $busy | $mem | \`$bin bench -c bench/nexmark/$q.toml --rate $rate --warmup $lat_warmup --duration $duration\` (cores = $cores) |"$'\n'
 }
 if [ -z "${SKIP_LATENCY:-}" ]; then
   for q in $queries; do
-    case $q in
-      q0)
-        latency_row q0 200000
-        if [ -n "${best[q0-$max_cores]:-}" ]; then latency_row q0 $(( ${best[q0-$max_cores]} / 2 / 1000 * 1000 )); fi
-        ;;
-      q5a|q7a|kwin) latency_row "$q" 200000 ;;
-    esac
+    for cores in $(seq 1 "$max_cores"); do
+      case $q in
+        q0)
+          latency_row q0 "$cores" 200000 "$lat_duration"
+          if [ -n "${best[q0-$cores]:-}" ]; then
+            latency_row q0 "$cores" $(( ${best[q0-$cores]} / 2 / 1000 * 1000 )) "$lat_duration"
+          fi
+          ;;
+        q5a|q7a|kwin) latency_row "$q" "$cores" 200000 "$win_duration" ;;
+      esac
+    done
   done
 fi
 
@@ -127,12 +133,13 @@ MD
     cat <<MD
 ## Open-loop latency
 
-\`--rate\`: the generator offers the rate open loop; $lat_duration measured after a $lat_warmup warm-up; latency of every output
+\`--rate\`: the generator offers the rate open loop; $lat_duration (windowed queries: $win_duration) measured after a $lat_warmup warm-up; latency of every output
 row counted from its input's due time (q0: ingest -> emit; q5a, q7a, kwin: watermark -> window emit, per result
 row, from the due time of the bid that let the watermark pass the window end). Event time runs at wall-clock
-speed, so 10 s windows with the 4 s watermark delay close three times in the interval (q7a: three rows).
+speed, so 10 s windows with the 4 s watermark delay close six times in $win_duration (q7a: six rows).
 Flink at 200k events/s: q0 p99 and p99.9 < 1 ms, max 2-15 ms; window emit q7a 110-190 ms median, kwin 2.9-3.0 s
-median, 4.2 s max; peak memory with a 2 GB heap q0 0.8 GB, kwin 3.05 GB. Histograms and plots: bench/results/.
+median, 4.2 s max; peak memory with a 2 GB heap q0 0.8 GB, kwin 3.05 GB. Histograms and plots:
+bench/results/<cores>-cores/.
 
 | query | cores | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | p99.99 | max | rows | busy per shard | peak memory | command |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|
