@@ -71,14 +71,15 @@ latency_row() { # query cores rate duration
   cfg=$(config "$q" "$cores")
   "$bin" bench -c "$cfg" --rate "$rate" --warmup "$lat_warmup" --duration "$duration" --out "bench/results/$cores-cores" > "$out"
   cat "$out" >&2
-  local achieved rows busy mem
+  local achieved rows busy mem stolen
   achieved=$(sed -nE 's/.*achieved ([0-9,]+) events\/s.*/\1/p' "$out" | head -1)
   rows=$(sed -nE 's/.*; ([0-9,]+) rows\):/\1/p' "$out" | head -1)
   busy=$(sed -nE 's/^  busy: (.*)/\1/p' "$out" | sed -E 's/shard ([0-9]+) \(CPU [0-9]+\) /\1: /g')
   mem=$(sed -nE 's/.*peak resident memory: (.*)/\1/p' "$out")
+  stolen=$(sed -nE 's/^  stolen by the hypervisor: (.*)/\1/p' "$out" | sed -E 's/CPU ([0-9]+) /\1: /g')
   local behind=""
   grep -q "FELL BEHIND" "$out" && behind=" (fell behind)"
-  lat_rows+="| $q | $cores | $rate | $achieved$behind | $(pct "$out" p50) | $(pct "$out" p90) | $(pct "$out" p99) | $(pct "$out" p99.9) | $(pct "$out" p99.99) | $(pct "$out" max) | $rows | $busy | $mem | \`$bin bench -c bench/nexmark/$q.toml --rate $rate --warmup $lat_warmup --duration $duration\` (cores = $cores) |"$'\n'
+  lat_rows+="| $q | $cores | $rate | $achieved$behind | $(pct "$out" p50) | $(pct "$out" p90) | $(pct "$out" p99) | $(pct "$out" p99.9) | $(pct "$out" p99.99) | $(pct "$out" max) | $rows | $busy | $stolen | $mem | \`$bin bench -c bench/nexmark/$q.toml --rate $rate --warmup $lat_warmup --duration $duration\` (cores = $cores) |"$'\n'
 }
 if [ -z "${SKIP_LATENCY:-}" ]; then
   for q in $queries; do
@@ -138,11 +139,12 @@ row counted from its input's due time (q0: ingest -> emit; q5a, q7a, kwin: water
 row, from the due time of the bid that let the watermark pass the window end). Event time runs at wall-clock
 speed, so 10 s windows with the 4 s watermark delay close six times in $win_duration (q7a: six rows).
 Flink at 200k events/s: q0 p99 and p99.9 < 1 ms, max 2-15 ms; window emit q7a 110-190 ms median, kwin 2.9-3.0 s
-median, 4.2 s max; peak memory with a 2 GB heap q0 0.8 GB, kwin 3.05 GB. Histograms and plots:
-bench/results/<cores>-cores/.
+median, 4.2 s max; peak memory with a 2 GB heap q0 0.8 GB, kwin 3.05 GB. "Stolen": time the hypervisor ran
+something else on the shard's CPU during the interval (/proc/stat steal): rows due then wait. Histograms and
+plots: bench/results/<cores>-cores/.
 
-| query | cores | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | p99.99 | max | rows | busy per shard | peak memory | command |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| query | cores | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | p99.99 | max | rows | busy per shard | stolen per CPU | peak memory | command |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 $lat_rows
 MD
   fi

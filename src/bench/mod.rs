@@ -71,6 +71,8 @@ pub struct Trial {
     pub jobs: Vec<JobResult>,
     /// Per shard: (CPU, fraction of the measured interval it was busy).
     pub busy: Vec<(usize, f64)>,
+    /// Per shard CPU: time stolen by the hypervisor during the measured interval.
+    pub steal: Vec<Duration>,
     pub measured: Duration,
     /// Peak resident memory of the process during the run, if the kernel tells.
     pub peak_rss: Option<u64>,
@@ -158,6 +160,8 @@ struct Reading {
     at: Instant,
     records_in: Vec<u64>,
     idle_ns: Vec<u64>,
+    /// Per shard CPU: time the hypervisor ran something else while this CPU had work (/proc/stat "steal").
+    steal: Vec<Duration>,
 }
 
 fn read_counters(graph: &JobGraph) -> Reading {
@@ -165,7 +169,23 @@ fn read_counters(graph: &JobGraph) -> Reading {
         at: Instant::now(),
         records_in: graph.jobs.iter().map(|j| j.metrics.records_in.load(Ordering::Relaxed)).collect(),
         idle_ns: graph.idle_ns.iter().map(|i| i.load(Ordering::Relaxed)).collect(),
+        steal: cpu_steal(&std::fs::read_to_string("/proc/stat").unwrap_or_default(), &graph.cpus),
     }
+}
+
+/// The "steal" column of `cpuN` lines in /proc/stat, for each of `cpus` (zero where the kernel does not say).
+fn cpu_steal(stat: &str, cpus: &[usize]) -> Vec<Duration> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    cpus.iter()
+        .map(|cpu| {
+            let name = format!("cpu{cpu}");
+            stat.lines()
+                .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+                .and_then(|l| l.split_whitespace().nth(8)?.parse::<u64>().ok())
+                .map_or(Duration::ZERO, |t| Duration::from_millis(t * 1000 / ticks_per_s))
+        })
+        .collect()
 }
 
 /// One run at `rate` (0: as fast as possible): warm-up, measured interval, grace, stop.
@@ -231,7 +251,9 @@ fn run_trial(args: &BenchArgs, rate: u64, show_progress: bool) -> Result<Trial, 
         })
         .collect();
     let slow_turns = graph.slow_turns.iter().map(|t| t.read()).collect();
-    Ok(Trial { rate, jobs, busy, measured: Duration::from_secs_f64(secs), peak_rss: peak_rss(), slow_turns })
+    let steal = end.steal.iter().zip(&start.steal).map(|(e, s)| e.saturating_sub(*s)).collect();
+    let measured = Duration::from_secs_f64(secs);
+    Ok(Trial { rate, jobs, busy, steal, measured, peak_rss: peak_rss(), slow_turns })
 }
 
 type Watched = (Arc<JobGraph>, Reading, Reading, Vec<Histogram<u64>>);
@@ -482,6 +504,15 @@ fn print_trial(args: &BenchArgs, t: &Trial) {
     let busy: Vec<String> =
         t.busy.iter().enumerate().map(|(s, (cpu, b))| format!("shard {s} (CPU {cpu}) {:.1}%", b * 100.0)).collect();
     println!("  busy: {}", busy.join(", "));
+    let steal: Vec<String> = t
+        .busy
+        .iter()
+        .zip(&t.steal)
+        .map(|((cpu, _), st)| {
+            format!("CPU {cpu} {:.0} ms ({:.2}%)", st.as_secs_f64() * 1e3, st.as_secs_f64() / t.measured.as_secs_f64() * 100.0)
+        })
+        .collect();
+    println!("  stolen by the hypervisor: {}", steal.join(", "));
     let slow: Vec<String> = t
         .slow_turns
         .iter()
@@ -549,5 +580,14 @@ mod tests {
         assert_eq!(ns_text(1_210_000), "1.21 ms");
         assert_eq!(group_digits(6_000_000), "6,000,000");
         assert_eq!(group_digits(999), "999");
+    }
+
+    #[test]
+    fn steal_is_read_per_cpu() {
+        let stat = "cpu  10 0 5 100 0 0 0 7 0 0\ncpu0 5 0 2 50 0 0 0 3 0 0\ncpu1 5 0 3 50 0 0 0 400 0 0\nintr 1\n";
+        // SAFETY: sysconf has no preconditions.
+        let tick_ms = 1000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let got = cpu_steal(stat, &[1, 0, 7]);
+        assert_eq!(got, [Duration::from_millis(400 * tick_ms), Duration::from_millis(3 * tick_ms), Duration::ZERO]);
     }
 }
