@@ -379,6 +379,7 @@ fn find_max(args: &BenchArgs, target: Duration) -> Result<(), DaemonError> {
     );
     let (mut lo, mut hi) = (0u64, round_rate(ceiling));
     let mut trials: Vec<Trial> = Vec::new();
+    let mut held: Vec<bool> = Vec::new();
     let mut rate = hi;
     for n in 1..=FIND_MAX_TRIALS {
         let t = run_trial(args, rate, true)?;
@@ -406,6 +407,7 @@ fn find_max(args: &BenchArgs, target: Duration) -> Result<(), DaemonError> {
             hi = rate;
         }
         trials.push(t);
+        held.push(pass);
         if pass && rate == hi || hi - lo <= hi / 100 {
             break;
         }
@@ -424,7 +426,9 @@ fn find_max(args: &BenchArgs, target: Duration) -> Result<(), DaemonError> {
                 ns_text(t.p99()),
                 if hi > lo { rate_text(hi as f64) } else { "no higher rate tried".into() }
             );
-            let others: Vec<&Trial> = trials.iter().filter(|o| o.rate != lo).collect();
+            // Beside the best run: the others that held, and the lowest rate that did not.
+            let others: Vec<&Trial> =
+                trials.iter().zip(&held).filter(|(o, h)| o.rate != lo && (**h || o.rate == hi)).map(|(o, _)| o).collect();
             write_outputs(args, t, &format!("findmax-{lo}"), &others)
         }
         None => {

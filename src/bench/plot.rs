@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 540.0;
 const LEFT: f64 = 90.0;
-const RIGHT: f64 = 30.0;
+const RIGHT: f64 = 60.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 const COLORS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
