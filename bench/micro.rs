@@ -103,13 +103,11 @@ where
         let consumer = s.spawn(move || {
             pin(1);
             start.wait();
-            let mut expect = 0;
-            for _ in 0..n {
+            for expect in 0..n as i64 {
                 match recv() {
                     Message::Watermark { watermark, .. } => assert_eq!(watermark, expect, "messages in order"),
                     other => panic!("unexpected {other:?}"),
                 }
-                expect += 1;
             }
             Instant::now()
         });
@@ -325,7 +323,7 @@ fn bench_codec() {
         rows.clear();
         let t0 = Instant::now();
         for _ in 0..BATCHES {
-            let batch: Vec<Bid> = input.iter().cloned().collect();
+            let batch: Vec<Bid> = input.to_vec();
             rows.push(batch);
         }
         t0.elapsed()

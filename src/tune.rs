@@ -134,6 +134,7 @@ pub fn check(root: &Path, cpus: &[usize], memlock: Option<u64>) -> Vec<Finding> 
     });
     out.push(nvme_finding(root));
     out.push(numa_finding(root, cpus));
+    out.push(hypervisor_finding(root, cpus));
     out.push(match read(root, "proc/sys/kernel/io_uring_disabled").as_deref() {
         Some("1") | Some("2") => finding(
             "io_uring",
@@ -144,6 +145,44 @@ pub fn check(root: &Path, cpus: &[usize], memlock: Option<u64>) -> Vec<Finding> 
         _ => finding("io_uring", Status::Ok, "enabled", ""),
     });
     out
+}
+
+/// A virtual machine's CPUs are sometimes not running: the host takes them for milliseconds at a time
+/// ("steal"), and rows due meanwhile wait, whatever the guest is tuned to.
+fn hypervisor_finding(root: &Path, cpus: &[usize]) -> Finding {
+    const ITEM: &str = "virtual machine";
+    let Some(cpuinfo) = read(root, "proc/cpuinfo") else {
+        return finding(ITEM, Status::Unknown, "no /proc/cpuinfo", "");
+    };
+    let virtualized =
+        cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "hypervisor"));
+    if !virtualized {
+        return finding(ITEM, Status::Ok, "bare metal (no hypervisor flag)", "");
+    }
+    // Per CPU line of /proc/stat: user nice system idle iowait irq softirq steal ...; steal over all of it.
+    let stat = read(root, "proc/stat").unwrap_or_default();
+    let (mut steal, mut total) = (0u64, 0u64);
+    for cpu in cpus {
+        let name = format!("cpu{cpu}");
+        let Some(line) = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str())) else { continue };
+        let ticks: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|t| t.parse().ok()).collect();
+        total += ticks.iter().sum::<u64>();
+        steal += ticks.get(7).copied().unwrap_or(0);
+    }
+    let share = if total > 0 {
+        format!(
+            "; the host took {:.2}% of the shards' CPUs since boot (/proc/stat steal)",
+            steal as f64 / total as f64 * 100.0
+        )
+    } else {
+        String::new()
+    };
+    finding(
+        ITEM,
+        Status::Hurts,
+        format!("a virtual machine{share}: the host's slices (milliseconds) land in the tail"),
+        "bare metal, or dedicated pinned vCPUs; `shardflow bench` reports steal per run (tuning/README.md, 7)",
+    )
 }
 
 fn irq_finding(root: &Path, cpus: &[usize]) -> Finding {
@@ -405,6 +444,7 @@ mod tests {
         put(&root, "proc/sys/kernel/osrelease", "6.1.0-18-amd64");
         put(&root, "sys/block/nvme0n1/queue/scheduler", "[none] mq-deadline");
         put(&root, "sys/devices/system/node/node0/cpulist", "0-3");
+        put(&root, "proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu vme sse2 avx2\n");
         let findings = check(&root, &[2, 3], None);
         assert!(findings.iter().all(|f| f.status == Status::Ok), "{findings:#?}");
         assert_eq!(report(&findings).1, 0);
@@ -422,13 +462,19 @@ mod tests {
         put(&root, "sys/block/nvme0n1/queue/scheduler", "none [mq-deadline]");
         put(&root, "sys/devices/system/node/node0/cpulist", "0-1");
         put(&root, "sys/devices/system/node/node1/cpulist", "2-3");
+        put(&root, "proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu sse2 hypervisor avx2\n");
+        put(
+            &root,
+            "proc/stat",
+            "cpu  9 9 9 9 9 9 9 9 0 0\ncpu1 90 0 5 900 0 0 0 5 0 0\ncpu2 90 0 5 890 0 0 0 15 0 0\n",
+        );
         let findings = check(&root, &[1, 2], Some(64 << 10));
         for item in
             ["isolated cores", "tickless cores", "RCU callbacks", "interrupts", "frequency governor", "idle states"]
         {
             assert_eq!(status(&findings, item), Status::Hurts, "{item}");
         }
-        for item in ["transparent huge pages", "swap", "NVMe scheduler", "NUMA"] {
+        for item in ["transparent huge pages", "swap", "NVMe scheduler", "NUMA", "virtual machine"] {
             assert_eq!(status(&findings, item), Status::Hurts, "{item}");
         }
         assert_eq!(status(&findings, "locked memory"), Status::Serious);
@@ -436,6 +482,7 @@ mod tests {
         assert_eq!(code, 1, "{text}");
         assert!(text.contains("fix: add `isolcpus=managed_irq,domain,1,2` to the kernel command line"), "{text}");
         assert!(text.contains("cpu2 C6 (133 µs)"), "{text}");
+        assert!(text.contains("the host took 1.00% of the shards' CPUs since boot"), "{text}");
         let _ = std::fs::remove_dir_all(&root);
     }
 

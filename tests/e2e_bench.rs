@@ -145,8 +145,13 @@ fn throughput_and_find_max_report_their_rates() {
     let dir = TempDir::new("bench-modes");
     let cfg = nexmark_config(&dir, 1, Q0);
     let out = bench(&dir, &cfg, &["--throughput", "--warmup", "500ms", "--duration", "1s"]);
-    assert!(out.stdout.contains("as fast as possible") && out.stdout.contains("events/s sustained"), "{}", out.describe());
-    let out = bench(&dir, &cfg, &["--find-max", "--p99", "20ms", "--warmup", "300ms", "--duration", "700ms", "--out", "res"]);
+    assert!(
+        out.stdout.contains("as fast as possible") && out.stdout.contains("events/s sustained"),
+        "{}",
+        out.describe()
+    );
+    let out =
+        bench(&dir, &cfg, &["--find-max", "--p99", "20ms", "--warmup", "300ms", "--duration", "700ms", "--out", "res"]);
     let result = out.stdout.lines().find(|l| l.starts_with("result: ")).unwrap_or_else(|| panic!("{}", out.describe()));
     assert!(result.contains("events/s holds p99 <= 20.00 ms"), "{}", out.describe());
     let files: Vec<String> = std::fs::read_dir(dir.join("res"))
@@ -169,9 +174,16 @@ fn a_source_that_is_not_a_generator_is_refused() {
     );
     let cfg = dir.join("job.toml");
     write_file(&cfg, c.to_toml().as_bytes());
-    let out = run_shardflow(dir.path(), &[OsStr::new("bench"), OsStr::new("-c"), cfg.as_os_str(), OsStr::new("--rate"), OsStr::new("1000")]);
+    let out = run_shardflow(
+        dir.path(),
+        &[OsStr::new("bench"), OsStr::new("-c"), cfg.as_os_str(), OsStr::new("--rate"), OsStr::new("1000")],
+    );
     out.assert_code(2, &dir);
-    assert!(out.stderr.contains("job.toml: sources.ev: `shardflow bench` drives a nexmark source"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("job.toml: sources.ev: `shardflow bench` drives a nexmark source"),
+        "{}",
+        out.describe()
+    );
     let out = run_shardflow(dir.path(), &[OsStr::new("bench"), OsStr::new("-c"), cfg.as_os_str()]);
     out.assert_code(2, &dir);
     assert!(out.stderr.contains("say what to measure: --rate N"), "{}", out.describe());

@@ -237,7 +237,9 @@ fn tune_check_reports_every_item_and_a_summary() {
     let out = run_shardflow(dir.path(), &[OsStr::new("tune"), OsStr::new("--check")]);
     let serious = out.stdout.contains(" SERIOUS: ");
     out.assert_code(if serious { 1 } else { 0 }, &dir);
-    for item in ["isolated cores", "interrupts", "transparent huge pages", "locked memory", "io_uring"] {
+    for item in
+        ["isolated cores", "interrupts", "transparent huge pages", "locked memory", "io_uring", "virtual machine"]
+    {
         assert!(out.stdout.lines().any(|l| l.starts_with(item)), "no {item} line\n{}", out.describe());
     }
     assert!(out.stdout.contains(" would hurt latency, "), "no summary\n{}", out.describe());

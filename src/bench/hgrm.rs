@@ -55,7 +55,10 @@ mod tests {
         }
         let text = percentile_distribution(&h);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]);
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
+        );
         assert_eq!(lines[1], "");
         // Rows: value, percentile, running count and 1/(1-p), both rising; the last row is the max at 1.0.
         let rows: Vec<Vec<f64>> = lines[2..]

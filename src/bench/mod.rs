@@ -322,11 +322,19 @@ fn watch(
             let secs = reading.at.duration_since(last_progress.1.at).as_secs_f64().max(1e-9);
             let read: u64 = reading.records_in.iter().zip(&last_progress.1.records_in).map(|(a, b)| a - b).sum();
             let phase = if now < warm { "warm-up " } else { "measured" };
-            let offered = if rate == 0 { "as fast as possible".to_string() } else { format!("offered {}/s", rate_text(rate as f64)) };
+            let offered = if rate == 0 {
+                "as fast as possible".to_string()
+            } else {
+                format!("offered {}/s", rate_text(rate as f64))
+            };
             let lat = if interval.is_empty() {
                 String::new()
             } else {
-                format!(", last second p99 {} max {}", ns_text(interval.value_at_quantile(0.99)), ns_text(interval.max()))
+                format!(
+                    ", last second p99 {} max {}",
+                    ns_text(interval.value_at_quantile(0.99)),
+                    ns_text(interval.max())
+                )
             };
             eprint!(
                 "\r{:>6.1} s of {:.0} s {phase} | {offered}, read {}/s{lat}\x1b[K",
@@ -416,7 +424,7 @@ fn find_max(args: &BenchArgs, target: Duration) -> Result<(), DaemonError> {
             break;
         }
     }
-    let best = trials.iter().filter(|t| t.rate == lo).last();
+    let best = trials.iter().rfind(|t| t.rate == lo);
     match best {
         Some(t) => {
             println!(
@@ -427,8 +435,12 @@ fn find_max(args: &BenchArgs, target: Duration) -> Result<(), DaemonError> {
                 if hi > lo { rate_text(hi as f64) } else { "no higher rate tried".into() }
             );
             // Beside the best run: the others that held, and the lowest rate that did not.
-            let others: Vec<&Trial> =
-                trials.iter().zip(&held).filter(|(o, h)| o.rate != lo && (**h || o.rate == hi)).map(|(o, _)| o).collect();
+            let others: Vec<&Trial> = trials
+                .iter()
+                .zip(&held)
+                .filter(|(o, h)| o.rate != lo && (**h || o.rate == hi))
+                .map(|(o, _)| o)
+                .collect();
             write_outputs(args, t, &format!("findmax-{lo}"), &others)
         }
         None => {
@@ -498,7 +510,11 @@ fn print_trial(args: &BenchArgs, t: &Trial) {
             "    offered {} events/s, achieved {} events/s{}",
             group_digits(t.rate),
             group_digits(j.achieved as u64),
-            if j.behind > 0 { format!(", FELL BEHIND: {} due rows not read by the end", group_digits(j.behind)) } else { String::new() }
+            if j.behind > 0 {
+                format!(", FELL BEHIND: {} due rows not read by the end", group_digits(j.behind))
+            } else {
+                String::new()
+            }
         );
         for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999)] {
             println!("    {name:<7} {:>10}", ns_text(j.latency.value_at_quantile(q)));
@@ -513,7 +529,11 @@ fn print_trial(args: &BenchArgs, t: &Trial) {
         .iter()
         .zip(&t.steal)
         .map(|((cpu, _), st)| {
-            format!("CPU {cpu} {:.0} ms ({:.2}%)", st.as_secs_f64() * 1e3, st.as_secs_f64() / t.measured.as_secs_f64() * 100.0)
+            format!(
+                "CPU {cpu} {:.0} ms ({:.2}%)",
+                st.as_secs_f64() * 1e3,
+                st.as_secs_f64() / t.measured.as_secs_f64() * 100.0
+            )
         })
         .collect();
     println!("  stolen by the hypervisor: {}", steal.join(", "));

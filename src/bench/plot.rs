@@ -81,7 +81,12 @@ pub fn percentile_svg(title: &str, series: &[Series<'_>]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="13">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{}" y="28" text-anchor="middle" font-size="16">{}</text>"#, WIDTH / 2.0, escape(title));
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="28" text-anchor="middle" font-size="16">{}</text>"#,
+        WIDTH / 2.0,
+        escape(title)
+    );
     // Grid and ticks.
     for nines in 0..=max_x as u32 {
         let x = x_of(f64::from(nines));
@@ -97,7 +102,8 @@ pub fn percentile_svg(title: &str, series: &[Series<'_>]) -> String {
     while y <= max_y + step / 2.0 {
         let py = TOP + h - y / max_y * h;
         let _ = writeln!(svg, r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#ddd"/>"##, LEFT + w);
-        let _ = writeln!(svg, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 8.0, py + 4.0, trim(y));
+        let _ =
+            writeln!(svg, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 8.0, py + 4.0, trim(y));
         y += step;
     }
     let _ = writeln!(svg, r##"<rect x="{LEFT}" y="{TOP}" width="{w}" height="{h}" fill="none" stroke="#444"/>"##);

@@ -582,8 +582,7 @@ pub fn run_prepared(
         _ => None,
     };
     if let Some(cfg) = &prepared.config.checkpoint {
-        match prepare_checkpoints(prepared, &graph, cfg, from_savepoint, mirror.as_ref().map(|m| m.progress.clone()))?
-        {
+        match prepare_checkpoints(prepared, &graph, cfg, from_savepoint, mirror.as_ref().map(|m| m.progress.clone()))? {
             None => {
                 eprintln!(
                     "the newest checkpoint in {} marks the end of the input: every job already ran to completion. Empty runtime.state_dir to run them again.",
@@ -667,7 +666,10 @@ pub fn run_prepared(
             if since.elapsed() > Duration::from_millis(SHARD_WATCHDOG_MS)
                 && last_kick.elapsed() > Duration::from_millis(SHARD_WATCHDOG_MS)
             {
-                tracing::warn!("the run has not ended {:.1} s after the stop: interrupting every shard's sleep", since.elapsed().as_secs_f64());
+                tracing::warn!(
+                    "the run has not ended {:.1} s after the stop: interrupting every shard's sleep",
+                    since.elapsed().as_secs_f64()
+                );
                 graph.kick_all();
                 ring();
                 last_kick = Instant::now();
