@@ -711,9 +711,8 @@ pub fn run_prepared(
             }
         }
         let now = Instant::now();
-        if now >= last + interval && options.quiet {
-            last = now;
-        } else if now >= last + interval {
+        let report_due = now >= last + interval;
+        if report_due && !options.quiet {
             for (job, p) in graph.jobs.iter().zip(prev.iter_mut()) {
                 let snap = job.metrics.snapshot();
                 tracing::info!("{}", report_line(&job.metrics, snap, *p, now - last));
@@ -740,6 +739,8 @@ pub fn run_prepared(
             if let (Some(m), Some(ctl)) = (mirror.as_mut(), &graph.checkpoints) {
                 tracing::info!("{}", m.report_line(coordinator.as_ref(), ctl.completed.load(Ordering::SeqCst)));
             }
+        }
+        if report_due {
             last = now;
         }
     };
@@ -750,10 +751,7 @@ pub fn run_prepared(
     let _ = runner.join();
     let elapsed = started.elapsed();
     if options.quiet {
-        return match result {
-            Ok(()) => Ok(()),
-            Err(e) => Err(DaemonError::Runtime(e)),
-        };
+        return result.map_err(DaemonError::Runtime);
     }
     if let Some(line) = coordinator.as_ref().and_then(|c| c.summary()) {
         eprintln!("{line}");
