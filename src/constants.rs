@@ -207,6 +207,15 @@ pub const KINESIS_POLL_INTERVAL_MS: u64 = 200;
 /// quiet spell.
 pub const KINESIS_IDLE_POLL_MAX_MS: u64 = 1_000;
 
+/// How far ahead of Kinesis' clock an AT_TIMESTAMP start may be: a start a little ahead (clock skew between
+/// this machine and Kinesis, seconds without NTP) waits until Kinesis' clock passes it; one further ahead is
+/// almost certainly a mistake in the config, and stops the job with a message rather than wait silently.
+pub const KINESIS_START_AHEAD_MAX_MS: i64 = 5 * 60 * 1_000;
+
+/// Longest single wait of a reader whose start Kinesis refused as in the future, before it asks again: short
+/// enough that a stop is seen promptly.
+pub const KINESIS_START_AHEAD_POLL_MAX_MS: u64 = 1_000;
+
 /// How often a Kinesis source lists the stream's shards, to find children after a split or merge (sooner when
 /// a stream shard it reads ends).
 pub const KINESIS_DISCOVERY_INTERVAL_MS: u64 = 10_000;

@@ -592,27 +592,82 @@ fn kpl_aggregated_records_are_deaggregated() {
     assert!(text.contains("1001 records in, 25 out, 1 bad"), "counts:\n{text}");
 }
 
-/// `start = "AT_TIMESTAMP"` reads only what arrived from that time on.
-#[test]
-fn at_timestamp_starts_at_the_records_that_arrived_from_then_on() {
-    let rt = runtime();
-    let c = client(&rt);
-    let stream = create_stream(&rt, &c, "at-ts", 2);
-    put(&rt, &c, &stream, &events(0, 500));
-    // Arrival times have a millisecond clock: leave a clear gap on both sides of the start time.
-    std::thread::sleep(Duration::from_millis(1500));
-    let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    std::thread::sleep(Duration::from_millis(1500));
-    let later = events(500, 1000);
-    put(&rt, &c, &stream, &later);
-    put(&rt, &c, &stream, &[flush_event()]);
-    let dir = TempDir::new("kinesis-at-timestamp");
-    let cfg = config(&dir, &stream, true);
+/// When the server stored each record of `stream` (its ApproximateArrivalTimestamp, in epoch milliseconds),
+/// by the record's `v`, read back from every stream shard: the server's own clock, which may differ from ours.
+fn arrivals(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str) -> BTreeMap<i64, i64> {
+    rt.block_on(async {
+        let mut out = BTreeMap::new();
+        let shards = c.list_shards().stream_name(stream).send().await.expect("ListShards");
+        for shard in shards.shards() {
+            let it = c
+                .get_shard_iterator()
+                .stream_name(stream)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("GetShardIterator");
+            let mut it = it.shard_iterator().map(str::to_string);
+            while let Some(i) = it {
+                let got = c.get_records().shard_iterator(i).send().await.expect("GetRecords");
+                for r in got.records() {
+                    let v: Value = serde_json::from_slice(r.data().as_ref()).expect("a JSON record");
+                    let at = r.approximate_arrival_timestamp().expect("an arrival time").to_millis().unwrap();
+                    out.insert(v["v"].as_i64().unwrap(), at);
+                }
+                if got.records().is_empty() && got.millis_behind_latest().unwrap_or(0) == 0 {
+                    break;
+                }
+                it = got.next_shard_iterator().map(str::to_string);
+            }
+        }
+        out
+    })
+}
+
+/// The arrival times of records `vs` of `stream`, as the server stored them.
+fn arrivals_of(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str, vs: &[Value]) -> Vec<i64> {
+    let all = arrivals(rt, c, stream);
+    vs.iter().map(|v| *all.get(&v["v"].as_i64().unwrap()).expect("the record was stored")).collect()
+}
+
+/// The first whole second after `ms`: start times on a whole second, because the local server compares a
+/// start with arrival times to the second.
+fn whole_second_after(ms: i64) -> i64 {
+    (ms / 1000 + 1) * 1000
+}
+
+/// A config reading `stream` from `start_ms` on (`start = "AT_TIMESTAMP"`).
+fn at_timestamp_config(dir: &TempDir, stream: &str, start_ms: i64) -> PathBuf {
+    let cfg = config(dir, stream, true);
     let stamp = format_ts(start_ms);
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("start = \"TRIM_HORIZON\"", &format!("start = \"AT_TIMESTAMP\"\nstart_timestamp = \"{stamp}\""));
     write_file(&cfg, text.as_bytes());
+    cfg
+}
+
+/// `start = "AT_TIMESTAMP"` reads only what arrived from that time on. The boundary is taken from the
+/// server's own arrival times, so the test holds whatever the two clocks say.
+#[test]
+fn at_timestamp_starts_at_the_records_that_arrived_from_then_on() {
+    let rt = runtime();
+    let c = client(&rt);
+    let stream = create_stream(&rt, &c, "at-ts", 2);
+    let earlier = events(0, 500);
+    put(&rt, &c, &stream, &earlier);
+    let last_earlier = arrivals_of(&rt, &c, &stream, &earlier).into_iter().max().unwrap();
+    let start_ms = whole_second_after(last_earlier);
+    // The later records arrive from the start on (the server's clock runs at the speed of ours).
+    std::thread::sleep(Duration::from_millis((start_ms - last_earlier + 50) as u64));
+    let later = events(500, 1000);
+    put(&rt, &c, &stream, &later);
+    put(&rt, &c, &stream, &[flush_event()]);
+    let first_later = arrivals_of(&rt, &c, &stream, &later).into_iter().min().unwrap();
+    assert!(first_later >= start_ms, "the server stored a later record at {first_later}, before {start_ms}");
+    let dir = TempDir::new("kinesis-at-timestamp");
+    let cfg = at_timestamp_config(&dir, &stream, start_ms);
     let log = dir.join("run.log");
     let want = expected(&later);
     let mut child = spawn_logged(&cfg, &log);
@@ -621,6 +676,81 @@ fn at_timestamp_starts_at_the_records_that_arrived_from_then_on() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(sigterm_and_wait(&mut child), 0);
     assert_eq!(rows(&dir.join("out")), want);
+}
+
+/// A start a few seconds ahead of the server's clock (clock skew) is not fatal: Kinesis refuses it as in the
+/// future, the reader logs it and asks again until the server's clock passes it, then reads exactly the
+/// records stored from then on — not those stored while it waited.
+#[test]
+fn an_at_timestamp_start_a_few_seconds_in_the_future_reads_the_records_from_then_on() {
+    const AHEAD_MS: i64 = 6_000;
+    let rt = runtime();
+    let c = client(&rt);
+    // One stream shard: the records arrive while the job runs, and with two a quiet one would go idle and let
+    // the other's flush event fire the windows before its own records were read.
+    let stream = create_stream(&rt, &c, "at-ts-ahead", 1);
+    let before = events(0, 200);
+    put(&rt, &c, &stream, &before);
+    let start_ms = whole_second_after(arrivals_of(&rt, &c, &stream, &before).into_iter().max().unwrap()) + AHEAD_MS;
+    let dir = TempDir::new("kinesis-at-timestamp-ahead");
+    let cfg = at_timestamp_config(&dir, &stream, start_ms);
+    let log = dir.join("run.log");
+    let mut child = spawn_logged(&cfg, &log);
+    let refused = "as in the future";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains(refused) {
+        if let Some(status) = child.try_wait().unwrap() {
+            dir.keep();
+            panic!("shardflow exited ({status}); log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "no refusal logged; log:\n{}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stored while the reader waits: before the start, so never read.
+    let waiting = events(200, 400);
+    put(&rt, &c, &stream, &waiting);
+    let last_waiting = arrivals_of(&rt, &c, &stream, &waiting).into_iter().max().unwrap();
+    assert!(last_waiting < start_ms, "the server stored a record at {last_waiting}, not before {start_ms}");
+    // Past the start on the server's clock (ours runs at the same speed), then the records to read.
+    std::thread::sleep(Duration::from_millis((start_ms - last_waiting + 300) as u64));
+    let after = events(400, 700);
+    put(&rt, &c, &stream, &after);
+    put(&rt, &c, &stream, &[flush_event()]);
+    let first_after = arrivals_of(&rt, &c, &stream, &after).into_iter().min().unwrap();
+    assert!(first_after >= start_ms, "the server stored a record at {first_after}, before {start_ms}");
+    let want = expected(&after);
+    wait_for_rows(&dir.join("out"), want.len(), &mut child, &log, &dir);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    assert_eq!(rows(&dir.join("out")), want);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(text.matches(refused).count(), 1, "the refusal is logged once per source:\n{text}");
+}
+
+/// A start further in the future than a clock could be off stops the job with a message that says what to do.
+#[test]
+fn an_at_timestamp_start_far_in_the_future_stops_the_job_with_a_clear_message() {
+    let rt = runtime();
+    let c = client(&rt);
+    let stream = create_stream(&rt, &c, "at-ts-far", 1);
+    let probe = events(0, 1);
+    put(&rt, &c, &stream, &probe);
+    let now_ms = arrivals_of(&rt, &c, &stream, &probe)[0];
+    let dir = TempDir::new("kinesis-at-timestamp-far");
+    let cfg = at_timestamp_config(&dir, &stream, now_ms + 3_600_000);
+    let log = dir.join("run.log");
+    let mut child = spawn_logged(&cfg, &log);
+    let deadline = Instant::now() + OUTPUT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the job did not stop on a start an hour ahead");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "exit status; log:\n{text}");
+    assert!(text.contains("ahead of Kinesis' clock") && text.contains("use start = \"LATEST\""), "log:\n{text}");
 }
 
 /// The largest subscription count the run log reports for `stream_shard` (the metrics line, every 5 s).

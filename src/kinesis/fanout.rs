@@ -21,7 +21,10 @@ use aws_sdk_kinesis::types::{ConsumerStatus, ShardIteratorType, StartingPosition
 use aws_sdk_kinesis::Client;
 
 use super::source::{Channel, Reader, StartAt};
-use super::{backoff, poll, position_lost, retryable, send, with_retries, FromKinesis, KinesisRecord, Stream};
+use super::{
+    answered_at_ms, backoff, poll, position_lost, retryable, send, start_in_future, wait_for_start, with_retries,
+    FromKinesis, KinesisRecord, Stream,
+};
 use crate::config::{FanOutConfig, KinesisStart};
 use crate::constants::{KINESIS_CONSUMER_ACTIVE_TIMEOUT_MS, KINESIS_POLL_INTERVAL_MS};
 
@@ -125,12 +128,16 @@ fn starting_position(after: &Option<String>, start: &StartAt) -> StartingPositio
 /// Reads one stream shard through `sub` from `start` to its end (or until stopped), sending its records and
 /// then its end to the shard; a fatal error stops the source.
 pub(super) async fn read_stream_shard(reader: Reader, sub: Arc<Subscription>, start: StartAt, to: Channel) {
-    let Reader { client, stream, id, stop } = &reader;
+    let Reader { client, stream, id, stop, .. } = &reader;
     let shard_name: Arc<str> = Arc::from(id.as_str());
     // The last sequence number delivered to the shard: where the next subscription starts. Before any record,
     // a LATEST start moves to the subscription's continuation (else a resubscription would skip what arrived
     // in between); other starts stay as they are, since they name the same records again.
     let mut after: Option<String> = None;
+    let at_timestamp = match &start {
+        StartAt::Config(KinesisStart::AtTimestamp(ms)) => Some(*ms),
+        _ => None,
+    };
     let mut attempt = 0u32;
     // Why the last subscription ended, for the log line of the next one.
     let mut ended = "";
@@ -144,6 +151,18 @@ pub(super) async fn read_stream_shard(reader: Reader, sub: Arc<Subscription>, st
             .await;
         let mut events = match subscribed {
             Ok(out) => out.event_stream,
+            Err(e) if at_timestamp.is_some() && resumed_after(&after, &start).is_none() && start_in_future(&e) => {
+                match wait_for_start(&reader, at_timestamp.unwrap_or_default(), answered_at_ms(&e)) {
+                    Ok(wait) => {
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    Err(message) => {
+                        to.fail(id, message);
+                        return;
+                    }
+                }
+            }
             // In use: the previous subscription is still being released, or was made less than 5 s ago.
             Err(e) if retryable(&e) || e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {
                 tokio::time::sleep(backoff(attempt)).await;
@@ -220,6 +239,19 @@ pub(super) async fn read_stream_shard(reader: Reader, sub: Arc<Subscription>, st
                 Ok(None) => {
                     ended = "Kinesis ended the last one";
                     break;
+                }
+                Err(e) if at_timestamp.is_some() && resumed_after(&after, &start).is_none() && start_in_future(&e) => {
+                    drop(events);
+                    match wait_for_start(&reader, at_timestamp.unwrap_or_default(), None) {
+                        Ok(wait) => {
+                            tokio::time::sleep(wait).await;
+                            break;
+                        }
+                        Err(message) => {
+                            to.fail(id, message);
+                            return;
+                        }
+                    }
                 }
                 Err(e) if retryable(&e) || e.as_service_error().is_some_and(renewable) => {
                     tracing::debug!(

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::Client;
 use crossbeam_channel::{Sender, TrySendError};
@@ -30,6 +31,7 @@ use crossbeam_channel::{Sender, TrySendError};
 pub(crate) use crate::aws::backoff;
 use crate::aws::AwsThread;
 use crate::config::{KinesisEndpoint, KinesisSourceConfig};
+use crate::constants::{KINESIS_POLL_INTERVAL_MS, KINESIS_START_AHEAD_MAX_MS, KINESIS_START_AHEAD_POLL_MAX_MS};
 
 /// One record as read from a stream shard.
 #[derive(Debug)]
@@ -208,6 +210,60 @@ pub(crate) fn position_lost<E: ProvideErrorMetadata + std::error::Error + 'stati
         e.as_service_error().and_then(ProvideErrorMetadata::code),
         Some("InvalidArgumentException" | "ResourceNotFoundException")
     )
+}
+
+/// Whether Kinesis refused an AT_TIMESTAMP start because the timestamp is ahead of its own clock
+/// (InvalidArgumentException, "Timestamp cannot be in the future").
+fn start_in_future(e: &impl ProvideErrorMetadata) -> bool {
+    e.code() == Some("InvalidArgumentException")
+        && e.message().is_some_and(|m| m.to_ascii_lowercase().contains("future"))
+}
+
+/// Kinesis' clock when it answered, from the answer's `Date` header (whole seconds), in epoch milliseconds.
+fn answered_at_ms<E>(e: &SdkError<E, HttpResponse>) -> Option<i64> {
+    let date = e.raw_response()?.headers().get("date")?;
+    let t =
+        aws_sdk_kinesis::primitives::DateTime::from_str(date, aws_sdk_kinesis::primitives::DateTimeFormat::HttpDate)
+            .ok()?;
+    t.to_millis().ok()
+}
+
+/// What a reader does when Kinesis refused its AT_TIMESTAMP start as in the future: a start a little ahead of
+/// Kinesis' clock means "the records from then on", so it waits (and asks again) until Kinesis' clock has
+/// passed it; one more than [`KINESIS_START_AHEAD_MAX_MS`] ahead stops the job with a message. The first
+/// refusal of a source is logged with the skew; `logged` is shared by the source's readers.
+fn wait_for_start(reader: &source::Reader, start_ms: i64, kinesis_now_ms: Option<i64>) -> Result<Duration, String> {
+    let local_now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let (now_ms, whose) = match kinesis_now_ms {
+        Some(t) => (t, "Kinesis' clock"),
+        None => (local_now_ms, "this machine's clock"),
+    };
+    let ahead_ms = start_ms.saturating_sub(now_ms);
+    let start = crate::record::timestamp::format_timestamp(start_ms);
+    if ahead_ms > KINESIS_START_AHEAD_MAX_MS {
+        return Err(format!(
+            "start_timestamp {start} of stream {} is {:.0} s ahead of {whose}, more than the {} s a start may wait \
+             for: Kinesis refuses a start in the future. Set start_timestamp to a time that has passed, or use \
+             start = \"LATEST\"",
+            reader.stream.label,
+            ahead_ms as f64 / 1e3,
+            KINESIS_START_AHEAD_MAX_MS / 1_000
+        ));
+    }
+    if !reader.start_ahead_logged.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "stream {}: Kinesis refused start_timestamp {start} as in the future: it is {:.1} s ahead of {whose} \
+             (this machine's clock differs from Kinesis' by {:+.1} s); reading the records from then on once \
+             Kinesis' clock passes it",
+            reader.stream.label,
+            ahead_ms.max(0) as f64 / 1e3,
+            (local_now_ms - now_ms) as f64 / 1e3,
+        );
+    }
+    // The Date header has whole seconds: ask again at least every poll interval, at most every second.
+    let wait = (ahead_ms.max(0) as u64).clamp(KINESIS_POLL_INTERVAL_MS, KINESIS_START_AHEAD_POLL_MAX_MS);
+    Ok(Duration::from_millis(wait))
 }
 
 /// Runs `call` again, after a backoff, while it fails with a retryable error and the run goes on.

@@ -11,20 +11,27 @@ use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::types::ShardIteratorType;
 
 use super::source::{Channel, Reader, StartAt};
-use super::{backoff, position_lost, retryable, send, FromKinesis, KinesisRecord};
+use super::{
+    answered_at_ms, backoff, position_lost, retryable, send, start_in_future, wait_for_start, FromKinesis,
+    KinesisRecord,
+};
 use crate::config::KinesisStart;
 use crate::constants::{KINESIS_GET_RECORDS_MAX, KINESIS_IDLE_POLL_MAX_MS, KINESIS_POLL_INTERVAL_MS};
 
 /// Reads one stream shard from `start` to its end (or until stopped), sending its records and then its end
 /// to the shard; a fatal error stops the source.
 pub(super) async fn read_stream_shard(reader: Reader, start: StartAt, to: Channel) {
-    let Reader { client, stream, id, stop } = &reader;
+    let Reader { client, stream, id, stop, .. } = &reader;
     let shard_name: Arc<str> = Arc::from(id.as_str());
     let mut last: Option<String> = match &start {
         StartAt::After(s) => Some(s.clone()),
         StartAt::Config(_) => None,
     };
     let mut iterator: Option<String> = None;
+    let at_timestamp = match &start {
+        StartAt::Config(KinesisStart::AtTimestamp(ms)) => Some(*ms),
+        _ => None,
+    };
     let mut attempt = 0u32;
     let mut idle_ms = KINESIS_POLL_INTERVAL_MS;
     while !reader.stopped() {
@@ -52,6 +59,15 @@ pub(super) async fn read_stream_shard(reader: Reader, start: StartAt, to: Channe
                         let end = FromKinesis::Ended { stream_shard: shard_name.clone(), consumed: to.consumed };
                         let _ = send(&to.tx, end, stop).await;
                         return;
+                    }
+                }
+                Err(e) if at_timestamp.is_some() && last.is_none() && start_in_future(&e) => {
+                    match wait_for_start(&reader, at_timestamp.unwrap_or_default(), answered_at_ms(&e)) {
+                        Ok(wait) => tokio::time::sleep(wait).await,
+                        Err(message) => {
+                            to.fail(id, message);
+                            return;
+                        }
                     }
                 }
                 Err(e) if retryable(&e) => {

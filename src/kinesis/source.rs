@@ -117,6 +117,7 @@ pub(super) async fn run_source(task: SourceTask, stop: Arc<AtomicBool>, metrics:
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
     let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let mut readers = tokio::task::JoinSet::new();
+    let start_ahead_logged = Arc::new(AtomicBool::new(false));
     let mut first_listing = true;
     let mut next_round_robin = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -186,7 +187,13 @@ pub(super) async fn run_source(task: SourceTask, stop: Arc<AtomicBool>, metrics:
             metrics.lock().expect("reader metrics lock").insert((task.name.clone(), id.clone()), stats.clone());
             let to =
                 Channel { tx, failed: ended_tx.clone(), stats, consumed: t.consumed.clone(), closed: t.closed.clone() };
-            let reader = Reader { client: client.clone(), stream: stream.clone(), id, stop: stop.clone() };
+            let reader = Reader {
+                client: client.clone(),
+                stream: stream.clone(),
+                id,
+                stop: stop.clone(),
+                start_ahead_logged: start_ahead_logged.clone(),
+            };
             match &fan_out {
                 None => readers.spawn(poll::read_stream_shard(reader, start, to)),
                 Some(sub) => readers.spawn(fanout::read_stream_shard(reader, sub.clone(), start, to)),
@@ -221,6 +228,8 @@ pub(super) struct Reader {
     pub stream: Stream,
     pub id: String,
     pub stop: Arc<AtomicBool>,
+    /// Set once a reader of the source logged that Kinesis refused its start as in the future.
+    pub start_ahead_logged: Arc<AtomicBool>,
 }
 
 impl Reader {
