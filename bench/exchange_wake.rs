@@ -28,7 +28,7 @@ fn report(name: &str, h: &Histogram<u64>) {
 }
 
 fn ping(m: u64) -> Message {
-    Message::Watermark { job: 0, watermark: m as i64 }
+    Message::Watermark(m as i64)
 }
 
 /// How a waiting side waits.
@@ -52,7 +52,7 @@ async fn wait(how: Wait, bell: &std::sync::Arc<shardflow::queue::Doorbell>) {
 
 /// Ping-pong through the exchange; `pause` before each ping.
 fn exchange_round_trips(pause: Duration, how: Wait) -> Histogram<u64> {
-    let ex = Exchange::new(2);
+    let ex = Exchange::new(2, 1);
     let (a, b) = (ShardId(0), ShardId(1));
     let ex_b = ex.clone();
     let echo = LocalExecutorBuilder::new(Placement::Fixed(1))
@@ -61,10 +61,10 @@ fn exchange_round_trips(pause: Duration, how: Wait) -> Histogram<u64> {
             let bell = ex_b.doorbell(b);
             let mut seen = 0;
             while seen < PINGS {
-                match ex_b.try_recv(a, b) {
+                match ex_b.try_recv(0, a, b) {
                     Some(mut m) => {
                         seen += 1;
-                        while let Err(back) = ex_b.try_send(b, a, m) {
+                        while let Err(back) = ex_b.try_send(0, b, a, m) {
                             m = back;
                         }
                     }
@@ -85,11 +85,11 @@ fn exchange_round_trips(pause: Duration, how: Wait) -> Histogram<u64> {
                 }
                 let t0 = Instant::now();
                 let mut m = ping(i);
-                while let Err(back) = ex_a.try_send(a, b, m) {
+                while let Err(back) = ex_a.try_send(0, a, b, m) {
                     m = back;
                 }
                 loop {
-                    if ex_a.try_recv(b, a).is_some() {
+                    if ex_a.try_recv(0, b, a).is_some() {
                         break;
                     }
                     wait(how, &bell).await;

@@ -38,7 +38,7 @@ use shardflow::operator::keyed::KeyedAccs;
 use shardflow::queue::{Exchange, Message, ShardId};
 use shardflow::record::{BatchBuf, BatchBuilder, DataType, Datum};
 use shardflow::sql::{AggCall, AggKind};
-use shardflow::state::log::{BlobEncoder, CheckpointKind};
+use shardflow::state::log::{BlobEncoder, CheckpointKind, StateId};
 use shardflow::state::writer::LogWriter;
 
 /// Rounds of each in-memory case; the best is reported.
@@ -105,7 +105,7 @@ where
             start.wait();
             for expect in 0..n as i64 {
                 match recv() {
-                    Message::Watermark { watermark, .. } => assert_eq!(watermark, expect, "messages in order"),
+                    Message::Watermark(watermark) => assert_eq!(watermark, expect, "messages in order"),
                     other => panic!("unexpected {other:?}"),
                 }
             }
@@ -116,7 +116,7 @@ where
             start.wait();
             let t0 = Instant::now();
             for i in 0..n {
-                send(Message::Watermark { job: 0, watermark: i as i64 });
+                send(Message::Watermark(i as i64));
             }
             t0
         });
@@ -126,19 +126,19 @@ where
 }
 
 fn exchange_lane(n: u64) -> Duration {
-    let ex = Exchange::new(2);
+    let ex = Exchange::new(2, 1);
     let (a, b) = (ShardId(0), ShardId(1));
     let (ex_tx, ex_rx) = (ex.clone(), ex);
     pass(
         n,
         move |mut m| {
-            while let Err(back) = ex_tx.try_send(a, b, m) {
+            while let Err(back) = ex_tx.try_send(0, a, b, m) {
                 m = back;
                 spin_loop();
             }
         },
         move || loop {
-            if let Some(m) = ex_rx.try_recv(a, b) {
+            if let Some(m) = ex_rx.try_recv(0, a, b) {
                 return m;
             }
             spin_loop();
@@ -580,7 +580,9 @@ fn blob(bytes: usize) -> Vec<u8> {
     for i in 0..n {
         key.clear();
         encode_datum(&Datum::Int(i as i64), &mut key);
-        e.put(0, (i * groups / n) as u32, 0, &key, |out| out.extend_from_slice(&value));
+        e.put(StateId { job: 0, node: 2, table: 0 }, (i * groups / n) as u32, 0, &key, |out| {
+            out.extend_from_slice(&value)
+        });
     }
     e.finish(1)
 }

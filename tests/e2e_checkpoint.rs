@@ -347,6 +347,31 @@ fn a_checkpoint_of_another_config_is_refused_naming_what_changed() {
     assert!(out.stderr.contains("runtime.key_groups was 64 and is now 32"), "{}", out.describe());
 }
 
+/// State written in the first checkpoint format (one window operator per job, no operator ids in the log)
+/// is refused with what to do, before anything is read of it; a v1 manifest's layout differs, so it is
+/// recognized by its version alone.
+#[test]
+fn a_checkpoint_of_the_first_format_is_refused_with_what_to_do() {
+    let _serial = serial();
+    let dir = TempDir::new("format-v1");
+    let cfg = stopped_run(&dir);
+    let manifests = dir.join("state/checkpoints");
+    let newest = std::fs::read_dir(&manifests).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&newest).unwrap()).unwrap();
+    manifest["binding"]["format_version"] = serde_json::json!(1);
+    // Version 1 kept one watermark per job: an array of integers.
+    for shard in manifest["shards"].as_array_mut().unwrap() {
+        shard["watermarks"] = serde_json::json!([i64::MIN]);
+    }
+    std::fs::write(&newest, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let out = shardflow_run(&cfg);
+    out.assert_code(2, &dir);
+    for want in ["checkpoint format version 1", "before jobs became operator graphs", "from an empty runtime.state_dir"]
+    {
+        assert!(out.stderr.contains(want), "lacks {want:?}: {}", out.describe());
+    }
+}
+
 #[test]
 fn a_damaged_checkpoint_is_a_fatal_error_naming_file_and_offset() {
     let _serial = serial();

@@ -110,8 +110,9 @@ fn check_prints_the_physical_plan() {
         "runtime: 1 shard(s)",
         "watermark ts - 5 s",
         "calc: select k, ts AS $rowtime",
-        "exchange: hash(k) -> 128 key groups -> 1 shard(s)",
         "window aggregate: TUMBLE(size 10 s), keys [k], aggregates [COUNT(*)]",
+        "<- #1 by hash(k)",
+        "exchange: 128 key groups over 1 shard(s)",
         "sink out: file",
     ] {
         assert!(out.stdout.contains(want), "plan lacks {want:?}\n{}", out.describe());

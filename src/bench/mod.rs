@@ -115,7 +115,7 @@ pub fn run(args: &BenchArgs) -> Result<(), DaemonError> {
 /// generator can be driven open loop.
 fn adapt(mut p: Prepared, rate: u64, event_rate: Option<u64>) -> Result<(Prepared, Option<PathBuf>), DaemonError> {
     let file = p.config.file.display().to_string();
-    let used: Vec<String> = p.jobs.iter().map(|j| j.plan.source.clone()).collect();
+    let used: Vec<String> = p.jobs.iter().flat_map(|j| j.plan.sources()).collect();
     for (name, source) in p.config.sources.iter_mut().filter(|(n, _)| used.contains(n)) {
         let SourceConnector::Nexmark(cfg) = &mut source.connector else {
             return Err(DaemonError::Config(format!(
@@ -228,13 +228,13 @@ fn run_trial(args: &BenchArgs, rate: u64, show_progress: bool) -> Result<Trial, 
         .map(|(i, (job, latency))| {
             let read = end.records_in[i] - start.records_in[i];
             // Rows due by the end of the measured interval, against what was read by the stop.
-            let behind = job.pace.as_ref().map_or(0, |pace| {
+            let behind = job.pace().map_or(0, |pace| {
                 let due = pace.due_by(to.saturating_sub(1));
                 due.saturating_sub(job.metrics.records_in.load(Ordering::Relaxed))
             });
             JobResult {
                 name: job.name.clone(),
-                windowed: job.plan.window.is_some(),
+                windowed: job.plan.window().is_some(),
                 latency,
                 achieved: read as f64 / secs,
                 behind,
@@ -276,7 +276,7 @@ fn watch(
         recv(done_rx) -> r => return Err(ended_early(r)),
     };
     // The measured interval is counted from the schedule's start: the first read of a paced source.
-    let paces: Vec<_> = graph.jobs.iter().filter_map(|j| j.pace.clone()).collect();
+    let paces: Vec<_> = graph.jobs.iter().filter_map(|j| j.pace().cloned()).collect();
     let zero = loop {
         let started = paces.iter().filter_map(|p| p.started()).min();
         match started {

@@ -15,8 +15,9 @@ use crate::source::SplitState;
 use crate::state::log::SegmentRange;
 use crate::state::sync_dir;
 
-/// Version of the manifest and log formats; a different one is refused at recovery.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the manifest and log formats; a different one is refused at recovery. Version 2: operators of
+/// a job's DAG have ids in the log and the manifest (version 1 knew one window operator per job).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Directory of the manifests under the state directory.
 pub const MANIFEST_DIR: &str = "checkpoints";
@@ -44,9 +45,9 @@ pub struct Binding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobBinding {
     pub name: String,
-    /// The source table's name, connector and schema.
+    /// The source tables' names, connectors and schemas.
     pub source: String,
-    /// The layout of the job's keyed state (window, keys, aggregates), or "stateless".
+    /// The layout of the job's keyed state (its stateful operators: kind, keys, aggregates), or "stateless".
     pub state: String,
 }
 
@@ -91,8 +92,16 @@ pub struct ShardEntry {
     pub log: Vec<SegmentRange>,
     /// Key groups the shard owned at the checkpoint.
     pub key_groups: Vec<u16>,
-    /// Per job, the watermark its window operator had fired up to (i64::MIN for none or stateless jobs).
-    pub watermarks: Vec<i64>,
+    /// The watermarks the shard's stateful operators had fired up to.
+    pub watermarks: Vec<OpWatermark>,
+}
+
+/// The watermark one stateful operator (`node` of `job`) had fired up to on one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpWatermark {
+    pub job: u16,
+    pub node: u16,
+    pub watermark: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,9 +144,37 @@ pub fn list_manifests(dir: &Path) -> Result<Vec<u64>, String> {
     Ok(epochs)
 }
 
+/// The format version a manifest (or anything holding one, such as a mirror's chain entry) was written in,
+/// read before the rest: its layout depends on it.
+pub fn format_version_of(json: &[u8]) -> Option<u64> {
+    fn find(v: &serde_json::Value) -> Option<u64> {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.get("format_version").and_then(serde_json::Value::as_u64).or_else(|| m.values().find_map(find))
+            }
+            _ => None,
+        }
+    }
+    find(&serde_json::from_slice::<serde_json::Value>(json).ok()?)
+}
+
+/// Why a checkpoint in another format version cannot be restored, and what to do.
+pub fn format_refusal(what: &str, version: u64) -> String {
+    let history =
+        if version == 1 { " (written before jobs became operator graphs: its state has no operator ids)" } else { "" };
+    format!(
+        "{what} is in checkpoint format version {version}{history}; this build reads and writes version \
+         {FORMAT_VERSION} and cannot convert it. Finish or savepoint the job with the release that wrote it and \
+         start this one from an empty runtime.state_dir, or move the state away"
+    )
+}
+
 pub fn read_manifest(dir: &Path, epoch: u64) -> Result<Manifest, String> {
     let path = dir.join(manifest_name(epoch));
     let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if let Some(v) = format_version_of(&text).filter(|v| *v != u64::from(FORMAT_VERSION)) {
+        return Err(format_refusal(&path.display().to_string(), v));
+    }
     serde_json::from_slice(&text).map_err(|e| {
         format!("{}: not a valid checkpoint manifest ({e}); it may be damaged: move it away to resume from an older checkpoint", path.display())
     })

@@ -30,6 +30,7 @@ use crate::mirror::MirrorProgress;
 use crate::source::SplitState;
 use crate::state::log::SegmentRange;
 use crate::state::{parse_segment_name, LOG_DIR};
+pub use manifest::OpWatermark;
 use manifest::{list_manifests, read_manifest, write_manifest, Binding, Manifest, RunState, ShardEntry, MANIFEST_DIR};
 
 /// What the coordinator and the shards share.
@@ -80,8 +81,8 @@ pub struct AckData {
     pub log: Vec<SegmentRange>,
     /// Per job, the state of each of this shard's splits at the barrier.
     pub sources: Vec<Vec<SplitState>>,
-    /// Per job, the window operator's watermark (i64::MIN for none).
-    pub watermarks: Vec<i64>,
+    /// The stateful operators' watermarks (what they had fired up to).
+    pub watermarks: Vec<OpWatermark>,
     pub key_groups: Vec<u16>,
     pub bytes: u64,
     pub entries: u64,
@@ -104,9 +105,9 @@ pub struct ShardRestore {
 
 #[derive(Debug, Default)]
 pub struct JobRestore {
-    /// Per key group, the watermark the window operator that owned it had fired up to.
-    pub floors: Vec<i64>,
-    /// Every split of the job, as checkpointed; each shard picks its own.
+    /// Per stateful operator (node), per key group, the watermark the instance that owned it had fired up to.
+    pub floors: Vec<(u16, Vec<i64>)>,
+    /// Every split of the job, as checkpointed (each tagged with its scan); each shard picks its own.
     pub sources: Vec<SplitState>,
 }
 

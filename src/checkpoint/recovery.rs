@@ -94,6 +94,19 @@ fn truncate_tails(log_dir: &Path, m: &Manifest) -> Result<(), String> {
     sync_dir(log_dir)
 }
 
+/// Refuses a manifest of another format version (exit 2: the state must go, or another release restore it).
+fn check_format(dir: &Path, epoch: u64) -> Result<(), RecoveryError> {
+    let path = dir.join(super::manifest::manifest_name(epoch));
+    let text =
+        std::fs::read(&path).map_err(|e| RecoveryError::Fatal(format!("cannot read {}: {e}", path.display())))?;
+    match super::manifest::format_version_of(&text) {
+        Some(v) if v != u64::from(super::manifest::FORMAT_VERSION) => {
+            Err(RecoveryError::Binding(super::manifest::format_refusal(&path.display().to_string(), v)))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a checkpoint whose binding differs from the current config's: `what` introduces the list of
 /// differences, `advice` follows it.
 fn check_binding(
@@ -121,6 +134,7 @@ pub fn recover(
     let dir = state_dir.join(MANIFEST_DIR);
     let epochs = list_manifests(&dir).map_err(RecoveryError::Fatal)?;
     let Some(&epoch) = epochs.first() else { return Ok(None) };
+    check_format(&dir, epoch)?;
     let manifest = read_manifest(&dir, epoch).map_err(RecoveryError::Fatal)?;
     check_binding(
         &manifest,
@@ -148,6 +162,7 @@ pub fn recover_savepoint(
             epochs.len()
         )));
     };
+    check_format(&manifests, epoch)?;
     let manifest = read_manifest(&manifests, epoch).map_err(RecoveryError::Fatal)?;
     check_binding(
         &manifest,
@@ -174,12 +189,21 @@ pub fn restore_manifest(
     }
     let key_groups = routing.key_groups() as usize;
     let n_jobs = manifest.binding.jobs.len();
-    let mut floors = vec![vec![i64::MIN; key_groups]; n_jobs];
+    // Per job, per stateful operator, per key group: the watermark the instance owning it had fired up to.
+    let mut floors: Vec<Vec<(u16, Vec<i64>)>> = vec![Vec::new(); n_jobs];
     for shard in &manifest.shards {
-        for &kg in &shard.key_groups {
-            for (job, wm) in shard.watermarks.iter().enumerate().take(n_jobs) {
-                if let Some(f) = floors[job].get_mut(kg as usize) {
-                    *f = *wm;
+        for w in &shard.watermarks {
+            let Some(job) = floors.get_mut(w.job as usize) else { continue };
+            let at = match job.iter().position(|(n, _)| *n == w.node) {
+                Some(at) => at,
+                None => {
+                    job.push((w.node, vec![i64::MIN; key_groups]));
+                    job.len() - 1
+                }
+            };
+            for &kg in &shard.key_groups {
+                if let Some(f) = job[at].1.get_mut(kg as usize) {
+                    *f = w.watermark;
                 }
             }
         }

@@ -26,9 +26,10 @@ use crate::metrics::latency::{LatencyProbe, WindowClock};
 use crate::metrics::{report_line, JobMetrics, JobSnapshot};
 use crate::queue::Exchange;
 use crate::shard::routing::RoutingTable;
-use crate::shard::{JobGraph, JobSpec, KinesisSinkSpec, SplitSpec};
+use crate::shard::{JobGraph, JobSpec, KinesisSinkSpec, ScanSpec, SplitSpec};
 use crate::sink::file::settle_parts;
 use crate::source::SplitPosition;
+use crate::sql::physical::{Distribution, NodeOp};
 use crate::sql::plan::TableInfo;
 use crate::sql::{parse_watermark, plan_job, JobPlan, WatermarkSpec};
 use mirror::MirrorRun;
@@ -63,12 +64,13 @@ impl std::fmt::Display for DaemonError {
 pub struct Prepared {
     pub config: Config,
     pub jobs: Vec<PreparedJob>,
+    /// Each source's watermark, as declared.
+    pub watermarks: BTreeMap<String, Option<WatermarkSpec>>,
 }
 
 pub struct PreparedJob {
     pub name: String,
     pub plan: JobPlan,
-    pub watermark: Option<WatermarkSpec>,
 }
 
 /// Loads the config and plans every job; no side effects.
@@ -98,10 +100,7 @@ pub fn prepare(file: &Path) -> Result<Prepared, DaemonError> {
     let mut jobs = Vec::new();
     for (i, job) in config.jobs.iter().enumerate() {
         match plan_job(&job.sql, &tables, &sinks) {
-            Ok(plan) => {
-                let watermark = tables[&plan.source].watermark;
-                jobs.push(PreparedJob { name: job.name.clone(), plan, watermark });
-            }
+            Ok(plan) => jobs.push(PreparedJob { name: job.name.clone(), plan }),
             Err(e) => {
                 let at = if e.line > 0 && job.sql_line > 0 {
                     format!(" (line {} of the config file)", job.sql_line as u64 + e.line - 1)
@@ -115,7 +114,8 @@ pub fn prepare(file: &Path) -> Result<Prepared, DaemonError> {
     if !errors.is_empty() {
         return Err(DaemonError::Config(errors.join("\n")));
     }
-    Ok(Prepared { config, jobs })
+    let watermarks = tables.into_iter().map(|(name, t)| (name, t.watermark)).collect();
+    Ok(Prepared { config, jobs, watermarks })
 }
 
 /// The physical plan, as `shardflow check` prints it.
@@ -130,53 +130,76 @@ pub fn describe(p: &Prepared) -> String {
     );
     for job in &p.jobs {
         let plan = &job.plan;
-        let source = &c.sources[&plan.source];
         let sink = &c.sinks[&plan.sink];
         let _ = writeln!(s, "job {}:", job.name);
-        let origin = match &source.connector {
-            SourceConnector::Nexmark(n) => format!(
-                "nexmark bid, {} events, one split per shard",
-                n.events.map_or("unbounded".to_string(), |e| e.to_string())
-            ),
-            SourceConnector::File(f) => format!("file {} (JSON lines), one split per file", f.path.display()),
-            SourceConnector::Kinesis(k) => format!(
-                "kinesis stream {} (a JSON object per record), start {:?}, stream shards spread over shards",
-                k.at.stream, k.start
-            ),
-        };
-        let wm = job.watermark.map_or("none".to_string(), |w| {
-            format!("{} - {}", source.schema.fields[w.column].name, crate::config::duration::format_ms(w.delay_ms))
-        });
-        let _ = writeln!(s, "  source {}: {origin}; watermark {wm}", plan.source);
-        let _ = writeln!(s, "  calc: {}", plan.calc);
-        if let Some(w) = &plan.window {
-            let keys: Vec<&str> = w.input.fields[..w.n_keys].iter().map(|f| f.name.as_str()).collect();
-            let route = if keys.is_empty() {
-                "one key group (no key)".to_string()
-            } else {
-                format!("hash({})", keys.join(", "))
+        for (i, node) in plan.nodes.iter().enumerate() {
+            let inputs: Vec<String> = node
+                .inputs
+                .iter()
+                .map(|inp| match &inp.dist {
+                    Distribution::Forward => format!("#{}", inp.node),
+                    Distribution::Hash(cols) if cols.is_empty() => format!("#{} to one key group", inp.node),
+                    Distribution::Hash(cols) => {
+                        let names: Vec<&str> =
+                            cols.iter().map(|c| plan.nodes[inp.node].schema.fields[*c].name.as_str()).collect();
+                        format!("#{} by hash({})", inp.node, names.join(", "))
+                    }
+                })
+                .collect();
+            let from = if inputs.is_empty() { String::new() } else { format!(" <- {}", inputs.join(", ")) };
+            let what = match &node.op {
+                NodeOp::Scan { source: name } => {
+                    let source = &c.sources[name];
+                    let origin = match &source.connector {
+                        SourceConnector::Nexmark(n) => format!(
+                            "nexmark bid, {} events, one split per shard",
+                            n.events.map_or("unbounded".to_string(), |e| e.to_string())
+                        ),
+                        SourceConnector::File(f) => {
+                            format!("file {} (JSON lines), one split per file", f.path.display())
+                        }
+                        SourceConnector::Kinesis(k) => format!(
+                            "kinesis stream {} (a JSON object per record), start {:?}, stream shards spread over shards",
+                            k.at.stream, k.start
+                        ),
+                    };
+                    let wm = p.watermarks.get(name).copied().flatten().map_or("none".to_string(), |w| {
+                        format!(
+                            "{} - {}",
+                            source.schema.fields[w.column].name,
+                            crate::config::duration::format_ms(w.delay_ms)
+                        )
+                    });
+                    format!("source {name}: {origin}; watermark {wm}")
+                }
+                NodeOp::Calc(calc) => format!("calc: {calc}"),
+                NodeOp::WindowAgg(w) => {
+                    let keys: Vec<&str> = w.input.fields[..w.n_keys].iter().map(|f| f.name.as_str()).collect();
+                    let aggs: Vec<&str> = w.aggs.iter().map(|a| a.text.as_str()).collect();
+                    format!(
+                        "window aggregate: {}, keys [{}], aggregates [{}]; then {}",
+                        w.spec,
+                        keys.join(", "),
+                        aggs.join(", "),
+                        w.post
+                    )
+                }
+                NodeOp::Sink => {
+                    let target = match &sink.connector {
+                        SinkConnector::File { path } => format!("file {} (JSON lines)", path.display()),
+                        other => other.name().to_string(),
+                    };
+                    let cols: Vec<String> =
+                        plan.out_schema.fields.iter().map(|f| format!("{} {}", f.name, f.ty)).collect();
+                    format!("sink {}: {target}; columns ({})", plan.sink, cols.join(", "))
+                }
             };
-            let _ = writeln!(
-                s,
-                "  exchange: {route} -> {} key groups -> {} shard(s)",
-                c.runtime.key_groups, c.runtime.cores
-            );
-            let aggs: Vec<&str> = w.aggs.iter().map(|a| a.text.as_str()).collect();
-            let _ = writeln!(
-                s,
-                "  window aggregate: {}, keys [{}], aggregates [{}]",
-                w.spec,
-                keys.join(", "),
-                aggs.join(", ")
-            );
-            let _ = writeln!(s, "  calc: {}", w.post);
+            let _ = writeln!(s, "  #{i} {what}{from}");
         }
-        let target = match &sink.connector {
-            SinkConnector::File { path } => format!("file {} (JSON lines)", path.display()),
-            other => other.name().to_string(),
-        };
-        let cols: Vec<String> = plan.out_schema.fields.iter().map(|f| format!("{} {}", f.name, f.ty)).collect();
-        let _ = writeln!(s, "  sink {}: {target}; columns ({})", plan.sink, cols.join(", "));
+        let hashed = plan.nodes.iter().flat_map(|n| &n.inputs).any(|i| i.dist != Distribution::Forward);
+        if hashed {
+            let _ = writeln!(s, "  exchange: {} key groups over {} shard(s)", c.runtime.key_groups, c.runtime.cores);
+        }
     }
     s
 }
@@ -252,6 +275,23 @@ fn install_signal_thread() {
     }
 }
 
+/// The source columns a job reads through scan node `scan`: those its consumers use when they are all
+/// calcs, else all of them.
+fn used_columns(plan: &JobPlan, scan: usize, n_columns: usize) -> Vec<bool> {
+    let mut used = vec![false; n_columns];
+    for (c, _) in plan.consumers(scan) {
+        match &plan.nodes[c].op {
+            NodeOp::Calc(calc) => {
+                for (u, x) in used.iter_mut().zip(calc.used_columns(n_columns)) {
+                    *u |= x;
+                }
+            }
+            _ => return vec![true; n_columns],
+        }
+    }
+    used
+}
+
 /// The job graph, and the Kinesis sources the control thread must read for it (started once the restored
 /// positions are known).
 fn build_graph(
@@ -264,62 +304,69 @@ fn build_graph(
     let mut jobs = Vec::new();
     let mut kinesis = Vec::new();
     let mut kinesis_sinks = Vec::new();
+    let mut n_channels: usize = 0;
     for job in &p.jobs {
-        let source = c.sources[&job.plan.source].clone();
-        let mut splits = vec![Vec::new(); n];
-        let mut nexmark_tables = None;
-        let mut pace = None;
+        let mut scans = Vec::new();
         let mut probe = None;
-        match &source.connector {
-            SourceConnector::Nexmark(cfg) => {
-                if cfg.rate > 0 {
-                    let pc = Arc::new(crate::source::nexmark::Pace::new(cfg.rate));
-                    if let Some(m) = measure {
-                        let windows = job.plan.window.as_ref().map(|_| WindowClock {
-                            event_rate: cfg.event_rate,
-                            delay_ms: job.watermark.map_or(0, |w| w.delay_ms),
-                            splits: n as u64,
-                        });
-                        probe = Some(Arc::new(LatencyProbe::new(pc.clone(), m.start, m.end, windows, n)));
+        for (scan_node, source_name) in job.plan.scans() {
+            let source = c.sources[source_name].clone();
+            let watermark = p.watermarks.get(source_name).copied().flatten();
+            let mut splits = vec![Vec::new(); n];
+            let mut nexmark_tables = None;
+            let mut pace = None;
+            match &source.connector {
+                SourceConnector::Nexmark(cfg) => {
+                    if cfg.rate > 0 {
+                        let pc = Arc::new(crate::source::nexmark::Pace::new(cfg.rate));
+                        if let (Some(m), None) = (measure, &probe) {
+                            let windows = job.plan.window().map(|_| WindowClock {
+                                event_rate: cfg.event_rate,
+                                delay_ms: watermark.map_or(0, |w| w.delay_ms),
+                                splits: n as u64,
+                            });
+                            probe = Some(Arc::new(LatencyProbe::new(pc.clone(), m.start, m.end, windows, n)));
+                        }
+                        pace = Some(pc);
                     }
-                    pace = Some(pc);
+                    for (i, s) in splits.iter_mut().enumerate() {
+                        s.push(SplitSpec::Nexmark { split: i as u64, n_splits: n as u64 });
+                    }
+                    let t = tables_by_seed
+                        .entry(cfg.seed)
+                        .or_insert_with(|| crate::source::nexmark::NexmarkSplit::tables(cfg.seed))
+                        .clone();
+                    nexmark_tables = Some(t);
                 }
-                for (i, s) in splits.iter_mut().enumerate() {
-                    s.push(SplitSpec::Nexmark { split: i as u64, n_splits: n as u64 });
+                SourceConnector::File(f) => {
+                    let files = crate::source::file::list_files(&f.path).map_err(|e| {
+                        DaemonError::Runtime(format!("{}: sources.{}.path: {e}", c.file.display(), source.name))
+                    })?;
+                    for (i, file) in files.into_iter().enumerate() {
+                        splits[i % n].push(SplitSpec::File(file));
+                    }
                 }
-                let t = tables_by_seed
-                    .entry(cfg.seed)
-                    .or_insert_with(|| crate::source::nexmark::NexmarkSplit::tables(cfg.seed))
-                    .clone();
-                nexmark_tables = Some(t);
+                SourceConnector::Kinesis(k) => {
+                    let mut to_shards = Vec::new();
+                    for s in splits.iter_mut() {
+                        let (tx, rx) = crossbeam_channel::bounded(KINESIS_CHANNEL_BATCHES);
+                        s.push(SplitSpec::Kinesis { stream: k.at.stream.clone(), rx });
+                        to_shards.push(tx);
+                    }
+                    kinesis.push(SourceTask { name: source.name.clone(), cfg: k.clone(), to_shards, restored: None });
+                }
             }
-            SourceConnector::File(f) => {
-                let files = crate::source::file::list_files(&f.path).map_err(|e| {
-                    DaemonError::Runtime(format!("{}: sources.{}.path: {e}", c.file.display(), source.name))
-                })?;
-                for (i, file) in files.into_iter().enumerate() {
-                    splits[i % n].push(SplitSpec::File(file));
-                }
+            let dead_letter = source.dead_letter.as_ref().map(|d| c.sinks[d].clone());
+            if let Some(SinkConnector::Kinesis { .. }) = dead_letter.as_ref().map(|d| &d.connector) {
+                return Err(DaemonError::Config(format!(
+                    "{}: sources.{}.dead_letter: a Kinesis sink cannot take dead letters yet; use a \"file\" sink",
+                    c.file.display(),
+                    source.name
+                )));
             }
-            SourceConnector::Kinesis(k) => {
-                let mut to_shards = Vec::new();
-                for s in splits.iter_mut() {
-                    let (tx, rx) = crossbeam_channel::bounded(KINESIS_CHANNEL_BATCHES);
-                    s.push(SplitSpec::Kinesis { stream: k.at.stream.clone(), rx });
-                    to_shards.push(tx);
-                }
-                kinesis.push(SourceTask { name: source.name.clone(), cfg: k.clone(), to_shards, restored: None });
-            }
+            let used = used_columns(&job.plan, scan_node, source.schema.len());
+            scans.push(ScanSpec { source, watermark, dead_letter, splits, nexmark_tables, pace, used });
         }
         let sink = c.sinks[&job.plan.sink].clone();
-        let dead_letter = source.dead_letter.as_ref().map(|d| c.sinks[d].clone());
-        if let Some(SinkConnector::Kinesis { .. }) = dead_letter.as_ref().map(|d| &d.connector) {
-            return Err(DaemonError::Config(format!(
-                "{}: sources.{}.dead_letter: a Kinesis sink cannot take dead letters yet; use a \"file\" sink",
-                c.file.display(),
-                source.name
-            )));
-        }
         let mut kinesis_sink = None;
         if let SinkConnector::Kinesis { at, partition_key } = &sink.connector {
             let partition_key = crate::sql::plan::bind_scalar(partition_key, &sink.name, &job.plan.out_schema)
@@ -341,7 +388,8 @@ fn build_graph(
             kinesis_sinks.push(SinkTask { name: sink.name.clone(), at: at.clone(), from_shards: rxs });
             kinesis_sink = Some(KinesisSinkSpec { partition_key, to_writers: txs });
         }
-        for s in std::iter::once(&sink).chain(dead_letter.iter()) {
+        let dead_letters = scans.iter().filter_map(|s| s.dead_letter.as_ref());
+        for s in std::iter::once(&sink).chain(dead_letters) {
             if let SinkConnector::File { path } = &s.connector {
                 std::fs::create_dir_all(path).map_err(|e| {
                     DaemonError::Runtime(format!(
@@ -353,26 +401,36 @@ fn build_graph(
                 })?;
             }
         }
-        let metrics = Arc::new(JobMetrics::new(&job.name, &job.plan.source, &job.plan.sink, n));
+        let mut channels = Vec::new();
+        for (node, n_) in job.plan.nodes.iter().enumerate() {
+            for (port, input) in n_.inputs.iter().enumerate() {
+                if input.dist != Distribution::Forward {
+                    let id = crate::queue::ChannelId::try_from(n_channels).map_err(|_| {
+                        DaemonError::Config(format!("{}: the jobs need more than 65536 exchanges", c.file.display()))
+                    })?;
+                    channels.push(((node, port), id));
+                    n_channels += 1;
+                }
+            }
+        }
+        let sources = job.plan.sources().join("+");
+        let metrics = Arc::new(JobMetrics::new(&job.name, &sources, &job.plan.sink, n));
         jobs.push(JobSpec {
             name: job.name.clone(),
             plan: job.plan.clone(),
-            source,
-            watermark: job.watermark,
+            scans,
             sink,
-            dead_letter,
-            splits,
-            nexmark_tables,
             metrics,
             kinesis_sink,
-            pace,
+            channels,
             probe,
         });
     }
     let graph = JobGraph {
         cpus: c.runtime.cpus.clone(),
         routing: Arc::new(RoutingTable::new(c.runtime.key_groups, n)),
-        exchange: Exchange::new(n),
+        exchange: Exchange::new(n, n_channels),
+        n_channels,
         jobs,
         abort: AtomicBool::new(false),
         stop: &STOP,
@@ -390,12 +448,14 @@ fn restore_kinesis_positions(graph: &JobGraph, kinesis: &mut [SourceTask]) {
     let restore = ctl.restore.lock().expect("restore lock");
     let Some(r) = restore.iter().flatten().next() else { return };
     for (job, spec) in graph.jobs.iter().enumerate() {
-        let Some(task) = kinesis.iter_mut().find(|t| t.name == spec.source.name) else { continue };
         let Some(states) = r.jobs.get(job) else { continue };
-        let positions = task.restored.get_or_insert_with(Vec::new);
-        for state in &states.sources {
-            if let SplitPosition::Kinesis { shards, .. } = &state.position {
-                positions.extend(shards.iter().cloned());
+        for (scan, scan_spec) in spec.scans.iter().enumerate() {
+            let Some(task) = kinesis.iter_mut().find(|t| t.name == scan_spec.source.name) else { continue };
+            let positions = task.restored.get_or_insert_with(Vec::new);
+            for state in states.sources.iter().filter(|s| s.scan as usize == scan) {
+                if let SplitPosition::Kinesis { shards, .. } = &state.position {
+                    positions.extend(shards.iter().cloned());
+                }
             }
         }
     }
@@ -411,22 +471,16 @@ pub fn binding(p: &Prepared) -> Binding {
         .jobs
         .iter()
         .map(|job| {
-            let source = &c.sources[&job.plan.source];
-            let state = match &job.plan.window {
-                None => "stateless".to_string(),
-                Some(w) => format!(
-                    "{} over ({}) keyed by {} with [{}]",
-                    w.spec,
-                    fields(&w.input),
-                    w.n_keys,
-                    w.aggs.iter().map(|a| a.text.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            };
-            JobBinding {
-                name: job.name.clone(),
-                source: format!("{} {} ({})", source.name, source.connector.name(), fields(&source.schema)),
-                state,
-            }
+            let sources: Vec<String> = job
+                .plan
+                .sources()
+                .iter()
+                .map(|name| {
+                    let source = &c.sources[name];
+                    format!("{} {} ({})", source.name, source.connector.name(), fields(&source.schema))
+                })
+                .collect();
+            JobBinding { name: job.name.clone(), source: sources.join("; "), state: job.plan.state_layout() }
         })
         .collect();
     Binding { format_version: FORMAT_VERSION, key_groups: c.runtime.key_groups, jobs }
@@ -436,11 +490,15 @@ pub fn binding(p: &Prepared) -> Binding {
 fn file_sink_writers(graph: &JobGraph) -> Vec<(std::path::PathBuf, Vec<String>)> {
     let mut out: Vec<(std::path::PathBuf, Vec<String>)> = Vec::new();
     for job in &graph.jobs {
+        let dead_letters = job.scans.iter().filter_map(|s| s.dead_letter.as_ref());
         let sinks = [(&job.sink, job.name.clone())]
             .into_iter()
-            .chain(job.dead_letter.iter().map(|d| (d, format!("deadletter-{}", job.name))));
+            .chain(dead_letters.map(|d| (d, format!("deadletter-{}", job.name))));
         for (sink, writer) in sinks {
             if let SinkConnector::File { path } = &sink.connector {
+                if out.iter().any(|(p, w)| p == path && w.contains(&writer)) {
+                    continue;
+                }
                 match out.iter_mut().find(|(p, _)| p == path) {
                     Some((_, w)) => w.push(writer),
                     None => out.push((path.clone(), vec![writer])),

@@ -150,6 +150,11 @@ impl Mirror {
         let Some(index) = keys.iter().filter_map(|k| parse_chain_key(k)).max() else { return Ok(None) };
         let key = chain_key(index);
         let bytes = self.store.get(&key, stop, stats).await.map_err(|e| self.fail("cannot read the chain", e))?;
+        let format = crate::checkpoint::manifest::format_version_of(&bytes);
+        if let Some(v) = format.filter(|v| *v != u64::from(crate::checkpoint::manifest::FORMAT_VERSION)) {
+            let what = format!("mirror {}: chain entry {}", self.label, self.store.describe(&key));
+            return Err(crate::checkpoint::manifest::format_refusal(&what, v));
+        }
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             format!(
                 "mirror {}: {} is not a chain entry ({e}); it may be damaged",

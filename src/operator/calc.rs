@@ -1,8 +1,33 @@
-//! The calc operator: filter, then projection, batch in → rows appended to an output builder.
+//! The calc operator: filter, then projection, batch in → rows appended to an output builder. Row kinds
+//! pass through (a filtered changelog stays a changelog, as in Flink).
 
-use crate::record::{BatchBuilder, BatchView};
+use super::{Operator, Output};
+use crate::record::{BatchBuf, BatchBuilder, BatchView};
 use crate::sql::expr::Expr;
 use crate::sql::Calc;
+
+/// A [`Calc`] as an operator.
+pub struct CalcOp {
+    calc: Calc,
+    /// The rows of the last batch that passed the filter (reused between batches).
+    sel: Vec<u32>,
+}
+
+impl CalcOp {
+    pub fn new(calc: &Calc) -> CalcOp {
+        CalcOp { calc: calc.clone(), sel: Vec::new() }
+    }
+}
+
+impl Operator for CalcOp {
+    fn process(&mut self, _port: usize, input: &BatchBuf, out: &mut Output) {
+        run_calc_columnar(&self.calc, &input.view(), &mut out.rows, &mut self.sel);
+        if let Some(l) = &input.lineage {
+            out.rows.lineage.get_or_insert_with(|| l.empty_like()).gather(l, &self.sel);
+        }
+        out.row_done();
+    }
+}
 
 /// Runs a calc over a whole batch, column at a time: the filter picks the rows (a selection vector, kept in
 /// `sel` between calls), bare columns are copied in bulk, computed columns evaluated row by row.
@@ -22,7 +47,7 @@ pub fn run_calc_columnar(calc: &Calc, view: &BatchView<'_>, out: &mut BatchBuild
             }
         }
     }
-    out.end_rows(sel.len());
+    out.end_rows_from(view, sel);
 }
 
 #[cfg(test)]
@@ -100,8 +125,8 @@ mod tests {
             let view = input.view();
             let types = plan.out_schema.types();
             let (mut by_row, mut by_col) = (BatchBuilder::new(&types), BatchBuilder::new(&types));
-            run_calc(&plan.calc, &view, 0..view.n_rows(), &mut by_row, |_| false, |_| {});
-            run_calc_columnar(&plan.calc, &view, &mut by_col, &mut Vec::new());
+            run_calc(plan.first_calc().unwrap(), &view, 0..view.n_rows(), &mut by_row, |_| false, |_| {});
+            run_calc_columnar(plan.first_calc().unwrap(), &view, &mut by_col, &mut Vec::new());
             let (a, c) = (by_row.finish(), by_col.finish());
             let (a, c) = (a.view(), c.view());
             prop_assert_eq!(a.n_rows(), c.n_rows());

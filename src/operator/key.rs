@@ -55,6 +55,16 @@ pub fn encode_key(view: &BatchView<'_>, row: usize, n_keys: usize, out: &mut Vec
     }
 }
 
+/// Encodes columns `cols` of `row` into `out` (cleared first): the key a hash edge routes by, and the keyed
+/// operator behind it keeps its state under.
+#[inline]
+pub fn encode_key_cols(view: &BatchView<'_>, row: usize, cols: &[usize], out: &mut Vec<u8>) {
+    out.clear();
+    for &col in cols {
+        encode_datum(&view.datum(col, row), out);
+    }
+}
+
 /// The stable 64-bit hash of an encoded key. Fixed forever: it decides key groups, which checkpoints record.
 #[inline]
 pub fn key_hash(key: &[u8]) -> u64 {

@@ -8,8 +8,8 @@
 //!
 //! State for checkpoints: with change tracking on, the operator remembers which (slice, key) rows and which
 //! session keys changed and which slices were dropped since the last checkpoint, and writes exactly those
-//! into a [`BlobEncoder`] (or everything, for a base). Namespaces in the log: a slice's end for slice rows,
-//! [`SESSION_NAMESPACE`] for a key's open sessions.
+//! (or everything, for a base). Two state tables: [`TABLE_SLICES`] (namespace: the slice's end; value: the
+//! key's accumulators) and [`TABLE_SESSIONS`] (a key's open sessions).
 //!
 //! Invariant: no I/O. Rows in, rows out through a callback; the shard owns batching, delivery and the log.
 
@@ -19,16 +19,20 @@ use super::accumulator::{decode_accs_from, decode_accs_into, encode_accs, merge_
 use super::calc::run_calc_columnar;
 use super::key::{decode_key_into, encode_key, key_hash};
 use super::keyed::KeyedAccs;
-use crate::constants::EXCHANGE_BATCH_ROWS_MAX;
+use super::{Operator, Output, StateEntry, StateWriter};
+use crate::constants::{EXCHANGE_BATCH_ROWS_MAX, RESTORE_PREFETCH_AHEAD};
 use crate::record::types::{DataType, Datum};
-use crate::record::{BatchBuf, BatchBuilder, BatchView};
+use crate::record::{BatchBuf, BatchBuilder, BatchView, Lineage};
 use crate::shard::routing::key_group_of;
 use crate::sql::WindowAggPlan;
-use crate::state::log::{encode_put, BlobEncoder, ENTRIES_BATCH_BYTES};
+use crate::state::log::{encode_put, ENTRIES_BATCH_BYTES};
 use crate::window::{Window, WindowSpec};
 
-/// The log namespace of session state (slice namespaces are slice ends, never this small).
-pub const SESSION_NAMESPACE: i64 = i64::MIN;
+/// State table of slice rows: namespace = the slice's end, key = the group key, value = its accumulators.
+pub const TABLE_SLICES: u16 = 0;
+
+/// State table of open sessions: namespace 0, key = the group key, value = its sessions.
+pub const TABLE_SESSIONS: u16 = 1;
 
 type Key = Box<[u8]>;
 type KeyMap<V> = HashMap<Key, V, xxhash_rust::xxh3::Xxh3Builder>;
@@ -70,7 +74,6 @@ pub struct WindowAggregator {
     /// Fired rows that pass HAVING (reused between firings).
     selection: Vec<u32>,
     agg_out: BatchBuilder,
-    out: BatchBuilder,
     pub stats: WindowAggStats,
     /// Change tracking for incremental checkpoints (`None`: off).
     changes: Option<Changes>,
@@ -78,8 +81,8 @@ pub struct WindowAggregator {
     /// to, where that is beyond this operator's own watermark. Rows and firings at or below it are skipped.
     floors: Option<Vec<i64>>,
     key_groups: u32,
-    /// When on: the window end of every emitted row, as runs (end, rows), in emission order.
-    emitted_ends: Option<Vec<(i64, u64)>>,
+    /// When on: emitted rows carry the end of their window as lineage (for latency measurement).
+    lineage: bool,
 }
 
 /// What changed since the last checkpoint, beyond the per-row marks kept in each slice's table.
@@ -92,7 +95,8 @@ struct Changes {
 }
 
 impl WindowAggregator {
-    pub fn new(plan: &WindowAggPlan) -> WindowAggregator {
+    /// `key_groups`: the job's key group count (state is grouped by key group in checkpoints).
+    pub fn new(plan: &WindowAggPlan, key_groups: u32) -> WindowAggregator {
         WindowAggregator {
             key_types: plan.input.types()[..plan.n_keys].to_vec(),
             watermark: i64::MIN,
@@ -105,34 +109,18 @@ impl WindowAggregator {
             scratch: Vec::new(),
             selection: Vec::new(),
             agg_out: BatchBuilder::new(&plan.output.types()),
-            out: BatchBuilder::new(&plan.post.schema.types()),
             stats: WindowAggStats::default(),
             changes: None,
             floors: None,
-            key_groups: 1,
-            emitted_ends: None,
+            key_groups,
+            lineage: false,
             plan: plan.clone(),
         }
     }
 
-    /// Keeps, from now on, the window end of every row emitted (for latency measurement).
-    pub fn track_emitted_ends(&mut self) {
-        self.emitted_ends = Some(Vec::new());
-    }
-
-    /// The window ends of the rows emitted since the last call, as runs (end, rows) in emission order.
-    pub fn take_emitted_ends(&mut self) -> Vec<(i64, u64)> {
-        self.emitted_ends.as_mut().map(std::mem::take).unwrap_or_default()
-    }
-
-    /// Tracks changes from now on, so that [`Self::snapshot`] can write deltas; `key_groups` is the job's
-    /// key group count, which the log groups entries by.
-    pub fn track_changes(&mut self, key_groups: u32) {
-        self.key_groups = key_groups;
-        self.changes = Some(Changes::default());
-        for slice in self.slices.values_mut() {
-            slice.track_changes();
-        }
+    /// From now on, emitted rows carry the end of their window as lineage (for latency measurement).
+    pub fn track_lineage(&mut self) {
+        self.lineage = true;
     }
 
     fn key_group(&self, hash: u64) -> u32 {
@@ -144,13 +132,15 @@ impl WindowAggregator {
         self.floors.as_ref().is_some_and(|f| end - 1 <= f[self.key_group(hash) as usize])
     }
 
-    /// Writes the state that changed since the last snapshot (everything if `full`) as entries of `job`,
-    /// grouped by key group, and forgets the changes.
-    pub fn snapshot(&mut self, job: u16, full: bool, enc: &mut BlobEncoder) {
+    /// Writes the state that changed since the last snapshot (everything if `full`), grouped by key group,
+    /// and forgets the changes.
+    fn write_snapshot(&mut self, full: bool, w: &mut StateWriter<'_>) {
+        let (slices, sessions_table) = (w.id(TABLE_SLICES), w.id(TABLE_SESSIONS));
+        let enc = &mut *w.enc;
         let changes = self.changes.get_or_insert_with(Changes::default);
         if !full {
             for ns in changes.dropped.drain(..) {
-                enc.drop_namespace(job, ns);
+                enc.drop_namespace(slices, ns);
             }
         }
         changes.dropped.clear();
@@ -160,10 +150,14 @@ impl WindowAggregator {
             for (key, accs) in slice.rows(!full) {
                 let kg = key_group_of(key_hash(key), self.key_groups).0 as usize;
                 let (count, buf) = &mut groups[kg];
-                encode_put(buf, ns, key, |b| encode_accs(accs, b));
+                if !encode_put(buf, ns, key, |b| encode_accs(accs, b)) {
+                    // A value too long for one entry (a huge COUNT DISTINCT): the encoder writes it in parts.
+                    enc.put(slices, kg as u32, ns, key, |b| encode_accs(accs, b));
+                    continue;
+                }
                 *count += 1;
                 if buf.len() >= ENTRIES_BATCH_BYTES {
-                    enc.put_encoded(job, kg as u32, *count, buf);
+                    enc.put_encoded(slices, kg as u32, *count, buf);
                     buf.clear();
                     *count = 0;
                 }
@@ -171,7 +165,7 @@ impl WindowAggregator {
         }
         for (kg, (count, buf)) in groups.iter().enumerate() {
             if *count > 0 {
-                enc.put_encoded(job, kg as u32, *count, buf);
+                enc.put_encoded(slices, kg as u32, *count, buf);
             }
         }
         let session_keys: Vec<&Key> =
@@ -184,8 +178,8 @@ impl WindowAggregator {
         session_values.sort_unstable_by_key(|(kg, _, _)| *kg);
         for (kg, key, sessions) in session_values {
             match sessions {
-                Some(list) => enc.put(job, kg as u32, SESSION_NAMESPACE, key, |b| encode_sessions(list, b)),
-                None => enc.delete(job, kg as u32, SESSION_NAMESPACE, key),
+                Some(list) => enc.put(sessions_table, kg as u32, 0, key, |b| encode_sessions(list, b)),
+                None => enc.delete(sessions_table, kg as u32, 0, key),
             }
         }
         if let Some(c) = &mut self.changes {
@@ -259,7 +253,7 @@ impl WindowAggregator {
 
     /// Ends a restore: the operator resumes at the watermark its key groups had reached. `floors` holds, per
     /// key group, the watermark of the shard that owned it; `owned` are the key groups this shard owns now.
-    pub fn finish_restore(&mut self, floors: &[i64], owned: &[u16]) {
+    pub fn end_restore(&mut self, floors: &[i64], owned: &[u16]) {
         let wm = owned.iter().filter_map(|kg| floors.get(*kg as usize)).copied().min().unwrap_or(i64::MIN);
         self.watermark = wm;
         if owned.iter().any(|kg| floors.get(*kg as usize).is_some_and(|f| *f > wm)) {
@@ -278,7 +272,7 @@ impl WindowAggregator {
     }
 
     /// Adds the rows of a batch of `plan.input` rows.
-    pub fn process(&mut self, view: &BatchView<'_>) {
+    pub fn add_rows(&mut self, view: &BatchView<'_>) {
         let spec = self.plan.spec;
         for row in 0..view.n_rows() {
             if view.is_null(self.plan.time_col, row) {
@@ -374,8 +368,8 @@ impl WindowAggregator {
     }
 
     /// Advances event time to `watermark`, firing every window whose max timestamp it reaches; fired rows
-    /// (after HAVING and the SELECT list) go to `emit` in batches.
-    pub fn advance_watermark(&mut self, watermark: i64, emit: &mut dyn FnMut(BatchBuf)) {
+    /// (after HAVING and the SELECT list) go to `out`.
+    fn fire_to(&mut self, watermark: i64, out: &mut Output) {
         if watermark <= self.watermark {
             return;
         }
@@ -384,14 +378,14 @@ impl WindowAggregator {
             self.floors = None;
         }
         if self.plan.spec.is_session() {
-            self.fire_sessions(emit);
+            self.fire_sessions(out);
         } else {
-            self.fire_slices(emit);
+            self.fire_slices(out);
         }
-        self.flush(emit);
+        self.flush(out);
     }
 
-    fn fire_slices(&mut self, emit: &mut dyn FnMut(BatchBuf)) {
+    fn fire_slices(&mut self, out: &mut Output) {
         let spec = self.plan.spec;
         while let Some(&end) = self.pending_window_ends.first() {
             if end - 1 > self.watermark {
@@ -409,7 +403,7 @@ impl WindowAggregator {
                 if let Some(slice) = self.slices.remove(&end) {
                     for (hash, key, accs) in slice.iter() {
                         if !self.below_floor(hash, end) {
-                            self.emit_row(key, window, accs, emit);
+                            self.emit_row(key, window, accs, out);
                         }
                     }
                     if let Some(c) = &mut self.changes {
@@ -425,7 +419,7 @@ impl WindowAggregator {
             }
             for (hash, key, accs) in merged.iter() {
                 if !self.below_floor(hash, end) {
-                    self.emit_row(key, window, accs, emit);
+                    self.emit_row(key, window, accs, out);
                 }
             }
             // Slices whose last window was this one are no longer needed.
@@ -441,7 +435,7 @@ impl WindowAggregator {
         }
     }
 
-    fn fire_sessions(&mut self, emit: &mut dyn FnMut(BatchBuf)) {
+    fn fire_sessions(&mut self, out: &mut Output) {
         while let Some((end, _)) = self.session_timers.first() {
             if end - 1 > self.watermark {
                 break;
@@ -455,7 +449,7 @@ impl WindowAggregator {
             }
             self.stats.windows_fired += 1;
             if !self.below_floor(key_hash(&key), session.window.end) {
-                self.emit_row(&key, session.window, &session.accs, emit);
+                self.emit_row(&key, session.window, &session.accs, out);
             }
             if let Some(c) = &mut self.changes {
                 c.sessions.insert(key);
@@ -463,7 +457,7 @@ impl WindowAggregator {
         }
     }
 
-    fn emit_row(&mut self, key: &[u8], window: Window, accs: &[Acc], emit: &mut dyn FnMut(BatchBuf)) {
+    fn emit_row(&mut self, key: &[u8], window: Window, accs: &[Acc], out: &mut Output) {
         let n = self.plan.n_keys;
         decode_key_into(key, &self.key_types, &mut self.agg_out);
         self.agg_out.push_int(n, window.start);
@@ -474,33 +468,105 @@ impl WindowAggregator {
         }
         self.agg_out.end_row();
         if self.agg_out.n_rows() >= EXCHANGE_BATCH_ROWS_MAX {
-            self.flush(emit);
+            self.flush(out);
         }
     }
 
     /// Runs HAVING and the SELECT list over the fired rows gathered so far and emits the result.
-    fn flush(&mut self, emit: &mut dyn FnMut(BatchBuf)) {
+    fn flush(&mut self, out: &mut Output) {
         if self.agg_out.is_empty() {
             return;
         }
         // `agg_out` is flushed at a batch's worth of rows, and the calc emits at most one row per input row.
         let fired = self.agg_out.finish();
-        run_calc_columnar(&self.plan.post, &fired.view(), &mut self.out, &mut self.selection);
-        if let Some(ends) = &mut self.emitted_ends {
-            let view = fired.view();
-            for &r in &self.selection {
-                let end = view.int(self.plan.n_keys + 1, r as usize);
-                match ends.last_mut() {
-                    Some((e, n)) if *e == end => *n += 1,
-                    _ => ends.push((end, 1)),
-                }
+        let view = fired.view();
+        let before = out.rows.n_rows();
+        run_calc_columnar(&self.plan.post, &view, &mut out.rows, &mut self.selection);
+        if self.lineage {
+            let end_col = self.plan.n_keys + 1;
+            let ends = self.selection.iter().map(|&r| view.int(end_col, r as usize));
+            match out.rows.lineage.get_or_insert_with(|| Lineage::WindowEnd(Vec::new())) {
+                Lineage::WindowEnd(v) => v.extend(ends),
+                Lineage::Due(_) => {}
             }
         }
-        let emitted = self.out.n_rows() as u64;
-        if emitted > 0 {
-            emit(self.out.finish());
+        self.stats.rows_emitted += (out.rows.n_rows() - before) as u64;
+        out.row_done();
+    }
+}
+
+impl Operator for WindowAggregator {
+    fn process(&mut self, _port: usize, input: &BatchBuf, _out: &mut Output) {
+        self.add_rows(&input.view());
+    }
+
+    fn advance_watermark(&mut self, watermark: i64, out: &mut Output) {
+        self.fire_to(watermark, out);
+    }
+
+    fn end_of_input(&mut self, out: &mut Output) {
+        // The final watermark fired every window already; nothing is left but rows of no window.
+        self.flush(out);
+    }
+
+    fn late_records(&self) -> u64 {
+        self.stats.late_records
+    }
+
+    fn track_changes(&mut self, _key_groups: u32) {
+        self.changes = Some(Changes::default());
+        for slice in self.slices.values_mut() {
+            slice.track_changes();
         }
-        self.stats.rows_emitted += emitted;
+    }
+
+    fn snapshot(&mut self, full: bool, w: &mut StateWriter<'_>) {
+        self.write_snapshot(full, w);
+    }
+
+    fn restore(&mut self, table: u16, key_group: u32, entries: &[StateEntry<'_>]) -> Result<(), String> {
+        match table {
+            TABLE_SESSIONS => {
+                for e in entries {
+                    self.restore_session(e.key, e.value).map_err(|m| format!("key group {key_group}: {m}"))?;
+                }
+                Ok(())
+            }
+            TABLE_SLICES => {
+                // A slice row is put RESTORE_PREFETCH_AHEAD rows after its table slot was prefetched (a table of
+                // a million keys misses the cache on nearly every put).
+                let mut accs = Vec::new();
+                let hashes: Vec<u64> = entries.iter().map(|e| key_hash(e.key)).collect();
+                for (i, e) in entries.iter().enumerate() {
+                    if let Some(ahead) = entries.get(i + RESTORE_PREFETCH_AHEAD) {
+                        self.prefetch_slot(ahead.namespace, hashes[i + RESTORE_PREFETCH_AHEAD]);
+                    }
+                    let Some(value) = e.value else {
+                        return Err(format!(
+                            "a delete of one key of slice {} (slices are only ever dropped whole)",
+                            e.namespace
+                        ));
+                    };
+                    self.restore_row(e.namespace, hashes[i], e.key, value, &mut accs)?;
+                }
+                Ok(())
+            }
+            other => Err(format!("a window aggregate has no state table {other}")),
+        }
+    }
+
+    fn reserve(&mut self, table: u16, namespace: i64, keys: usize, key_bytes: usize) {
+        if table == TABLE_SLICES {
+            self.reserve_slice(namespace, keys, key_bytes);
+        }
+    }
+
+    fn finish_restore(&mut self, floors: &[i64], owned: &[u16]) {
+        self.end_restore(floors, owned);
+    }
+
+    fn checkpoint_watermark(&self) -> i64 {
+        self.watermark
     }
 }
 

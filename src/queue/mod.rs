@@ -1,5 +1,6 @@
-//! The exchange: N x N bounded lanes between shards, carrying record batches and, in order with them,
-//! control messages.
+//! The exchange: per *channel* (one hash edge of one job's plan), N x N bounded lanes between shards, carrying
+//! record batches and, in order with them, control messages. A shard sends to itself through its own lane
+//! too, so that every consumer sees one ordered stream per producer.
 //!
 //! Each lane is a bounded crossbeam channel with exactly one producer shard and one consumer shard. A full
 //! lane hands the message back ([`Outbox::try_send`] returns it): backpressure, never a drop and never an
@@ -26,30 +27,21 @@ impl ShardId {
     }
 }
 
-/// What travels on a lane, for one job.
+/// An exchange channel: one hash edge of one job's plan.
+pub type ChannelId = u16;
+
+/// What travels on a lane.
 #[derive(Debug)]
 pub enum Message {
-    Batch {
-        job: u16,
-        batch: BatchBuf,
-    },
-    /// The producer's event time for this job: it will send no row older than this.
-    Watermark {
-        job: u16,
-        watermark: i64,
-    },
-    /// The producer's sources for this job are idle: stop waiting for its watermark until it sends one.
-    Idle {
-        job: u16,
-    },
-    /// The producer will send nothing more for this job.
-    EndOfInput {
-        job: u16,
-    },
-    /// Reserved for aligned checkpoint barriers: the producer's rows of earlier epochs are all before it.
-    Barrier {
-        epoch: u64,
-    },
+    Batch(BatchBuf),
+    /// The producer's event time on this edge: it will send no row older than this.
+    Watermark(i64),
+    /// The producer's inputs are idle: stop waiting for its watermark until it sends one.
+    Idle,
+    /// The producer will send nothing more on this edge.
+    EndOfInput,
+    /// An aligned checkpoint barrier: the producer's rows of epochs up to this one are all before it.
+    Barrier(u64),
 }
 
 /// Wakes one parked shard. Ringing costs an atomic swap unless the shard is parked.
@@ -138,14 +130,14 @@ struct Lane {
 /// All lanes and doorbells of a job graph; shared by the shards.
 pub struct Exchange {
     n_shards: usize,
-    /// `lanes[from * n + to]`.
+    /// `lanes[(channel * n + from) * n + to]`.
     lanes: Vec<Lane>,
     bells: Vec<Arc<Doorbell>>,
 }
 
 impl Exchange {
-    pub fn new(n_shards: usize) -> Arc<Exchange> {
-        let lanes = (0..n_shards * n_shards)
+    pub fn new(n_shards: usize, n_channels: usize) -> Arc<Exchange> {
+        let lanes = (0..n_channels * n_shards * n_shards)
             .map(|_| {
                 let (tx, rx) = crossbeam_channel::bounded(EXCHANGE_LANE_BATCHES_MAX);
                 Lane { tx, rx, producer_waiting: AtomicBool::new(false) }
@@ -163,13 +155,13 @@ impl Exchange {
         self.bells[shard.idx()].clone()
     }
 
-    fn lane(&self, from: ShardId, to: ShardId) -> &Lane {
-        &self.lanes[from.idx() * self.n_shards + to.idx()]
+    fn lane(&self, channel: ChannelId, from: ShardId, to: ShardId) -> &Lane {
+        &self.lanes[(channel as usize * self.n_shards + from.idx()) * self.n_shards + to.idx()]
     }
 
-    /// Sends from `from` to `to`; a full lane gives the message back.
-    pub fn try_send(&self, from: ShardId, to: ShardId, msg: Message) -> Result<(), Message> {
-        let lane = self.lane(from, to);
+    /// Sends on `channel` from `from` to `to`; a full lane gives the message back.
+    pub fn try_send(&self, channel: ChannelId, from: ShardId, to: ShardId, msg: Message) -> Result<(), Message> {
+        let lane = self.lane(channel, from, to);
         match lane.tx.try_send(msg) {
             Ok(()) => {
                 self.bells[to.idx()].ring();
@@ -190,9 +182,9 @@ impl Exchange {
         }
     }
 
-    /// Takes the next message `from` → `to`, if any; wakes `from` if it waits for room.
-    pub fn try_recv(&self, from: ShardId, to: ShardId) -> Option<Message> {
-        let lane = self.lane(from, to);
+    /// Takes the next message on `channel` `from` → `to`, if any; wakes `from` if it waits for room.
+    pub fn try_recv(&self, channel: ChannelId, from: ShardId, to: ShardId) -> Option<Message> {
+        let lane = self.lane(channel, from, to);
         match lane.rx.try_recv() {
             Ok(msg) => {
                 if lane.producer_waiting.swap(false, Ordering::SeqCst) {
@@ -221,8 +213,8 @@ mod tests {
 
     fn value(m: &Message) -> i64 {
         match m {
-            Message::Batch { batch, .. } => batch.view().int(0, 0),
-            Message::Watermark { watermark, .. } => *watermark,
+            Message::Batch(batch) => batch.view().int(0, 0),
+            Message::Watermark(watermark) => *watermark,
             _ => -1,
         }
     }
@@ -232,13 +224,14 @@ mod tests {
         /// in the same order, and a full lane hands the message back.
         #[test]
         fn lanes_are_bounded_fifos(ops in proptest::collection::vec(any::<bool>(), 0..200)) {
-            let ex = Exchange::new(2);
+            let ex = Exchange::new(2, 2);
             let (a, b) = (ShardId(0), ShardId(1));
             let mut model: VecDeque<i64> = VecDeque::new();
             for (i, send) in ops.into_iter().enumerate() {
                 if send {
-                    let msg = if i % 3 == 0 { Message::Watermark { job: 0, watermark: i as i64 } } else { Message::Batch { job: 0, batch: batch(i as i64) } };
-                    match ex.try_send(a, b, msg) {
+                    let msg = if i % 3 == 0 { Message::Watermark(i as i64) } else { Message::Batch(batch(i as i64)) };
+                    // Channel 0 carries nothing: channels do not share lanes.
+                    match ex.try_send(1, a, b, msg) {
                         Ok(()) => model.push_back(i as i64),
                         Err(back) => {
                             prop_assert_eq!(model.len(), EXCHANGE_LANE_BATCHES_MAX);
@@ -246,7 +239,8 @@ mod tests {
                         }
                     }
                 } else {
-                    prop_assert_eq!(ex.try_recv(a, b).map(|m| value(&m)), model.pop_front());
+                    prop_assert!(ex.try_recv(0, a, b).is_none());
+                    prop_assert_eq!(ex.try_recv(1, a, b).map(|m| value(&m)), model.pop_front());
                 }
             }
         }
@@ -254,15 +248,15 @@ mod tests {
 
     #[test]
     fn a_consumer_rings_a_blocked_producer() {
-        let ex = Exchange::new(2);
+        let ex = Exchange::new(2, 1);
         let (a, b) = (ShardId(0), ShardId(1));
         for i in 0..EXCHANGE_LANE_BATCHES_MAX {
-            ex.try_send(a, b, Message::Watermark { job: 0, watermark: i as i64 }).unwrap();
+            ex.try_send(0, a, b, Message::Watermark(i as i64)).unwrap();
         }
-        assert!(ex.try_send(a, b, Message::EndOfInput { job: 0 }).is_err());
+        assert!(ex.try_send(0, a, b, Message::EndOfInput).is_err());
         let bell = ex.doorbell(a);
         bell.rung.store(false, Ordering::SeqCst);
-        ex.try_recv(a, b).unwrap();
+        ex.try_recv(0, a, b).unwrap();
         assert!(bell.rung.load(Ordering::SeqCst), "the producer's bell rings once there is room");
     }
 }

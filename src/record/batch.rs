@@ -5,6 +5,12 @@
 //! serializes them with rkyv into a [`BatchBuf`], the unit that moves between shards. Operators read a
 //! [`BatchView`] over the archived bytes: no deserialization, no per-row allocation.
 //!
+//! Every row has a [`RowKind`] (Flink's RowKind: insert, update-before, update-after, delete), so updating
+//! results travel as changelogs. A batch of inserts only (the common, append-only case) stores no kinds.
+//!
+//! Under `shardflow bench`, a batch may carry its rows' [`Lineage`] beside the archive (not serialized: it
+//! never leaves the process): when each input row was due, or which window each result row closes.
+//!
 //! Invariant: strings in a batch are valid UTF-8 (checked once, at ingress). Columns are stored as bytes and
 //! compared bytewise, which for UTF-8 is code-point order.
 
@@ -41,11 +47,89 @@ impl Default for ColumnData {
     }
 }
 
+/// What a row means to a changelog's reader (Flink's RowKind): a new row, the old value of an updated row,
+/// its new value, or a deleted row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum RowKind {
+    Insert = 0,
+    UpdateBefore = 1,
+    UpdateAfter = 2,
+    Delete = 3,
+}
+
+impl RowKind {
+    fn from_u8(v: u8) -> RowKind {
+        match v {
+            1 => RowKind::UpdateBefore,
+            2 => RowKind::UpdateAfter,
+            3 => RowKind::Delete,
+            _ => RowKind::Insert,
+        }
+    }
+
+    /// Adds the row to a result (insert, update-after) rather than taking it away (update-before, delete).
+    pub fn is_accumulate(self) -> bool {
+        matches!(self, RowKind::Insert | RowKind::UpdateAfter)
+    }
+
+    /// Flink's short form: +I, -U, +U, -D.
+    pub fn short(self) -> &'static str {
+        match self {
+            RowKind::Insert => "+I",
+            RowKind::UpdateBefore => "-U",
+            RowKind::UpdateAfter => "+U",
+            RowKind::Delete => "-D",
+        }
+    }
+}
+
 /// The serialized form: what [`BatchBuf`] holds, archived.
 #[derive(Archive, Serialize, Debug, Default)]
 pub struct Batch {
     pub n_rows: u32,
     pub columns: Vec<Column>,
+    /// Each row's [`RowKind`] as a byte; empty when every row is an insert.
+    pub kinds: Vec<u8>,
+}
+
+/// Where a batch's rows came from, for latency measurement (`metrics::latency`): one entry per row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lineage {
+    /// When each row's input was due (nanoseconds into the source's schedule).
+    Due(Vec<u64>),
+    /// The end of the window each result row closes.
+    WindowEnd(Vec<i64>),
+}
+
+impl Lineage {
+    pub fn len(&self) -> usize {
+        match self {
+            Lineage::Due(v) => v.len(),
+            Lineage::WindowEnd(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the entries of rows `sel` of `from` (of the same variant) to `self`.
+    pub fn gather(&mut self, from: &Lineage, sel: &[u32]) {
+        match (self, from) {
+            (Lineage::Due(to), Lineage::Due(f)) => to.extend(sel.iter().map(|&r| f[r as usize])),
+            (Lineage::WindowEnd(to), Lineage::WindowEnd(f)) => to.extend(sel.iter().map(|&r| f[r as usize])),
+            _ => {}
+        }
+    }
+
+    /// An empty lineage of the same variant.
+    pub fn empty_like(&self) -> Lineage {
+        match self {
+            Lineage::Due(_) => Lineage::Due(Vec::new()),
+            Lineage::WindowEnd(_) => Lineage::WindowEnd(Vec::new()),
+        }
+    }
 }
 
 /// A serialized batch: an rkyv archive of [`Batch`] in an aligned buffer. Moving it moves a pointer.
@@ -54,6 +138,8 @@ pub struct Batch {
 pub struct BatchBuf {
     bytes: AlignedVec,
     n_rows: u32,
+    /// Under a latency probe: where the rows came from.
+    pub lineage: Option<Box<Lineage>>,
 }
 
 thread_local! {
@@ -89,6 +175,13 @@ impl BatchBuf {
         self.bytes.len()
     }
 
+    /// A copy (for a node whose rows go to more than one consumer).
+    pub fn clone_batch(&self) -> BatchBuf {
+        let mut bytes = pooled_buffer();
+        bytes.extend_from_slice(&self.bytes);
+        BatchBuf { bytes, n_rows: self.n_rows, lineage: self.lineage.clone() }
+    }
+
     /// Reads the batch in place. The archive is checked (a cost per column, not per row: the columns hold
     /// plain integers and bytes); a failure would be a bug in this process, so it panics.
     pub fn view(&self) -> BatchView<'_> {
@@ -103,6 +196,8 @@ impl BatchBuf {
 pub struct BatchBuilder {
     types: Vec<DataType>,
     batch: Batch,
+    /// Under a latency probe: the lineage of the rows built so far (kept in step with the rows by the caller).
+    pub lineage: Option<Lineage>,
 }
 
 impl BatchBuilder {
@@ -119,7 +214,7 @@ impl BatchBuilder {
                 },
             })
             .collect();
-        BatchBuilder { types: types.to_vec(), batch: Batch { n_rows: 0, columns } }
+        BatchBuilder { types: types.to_vec(), batch: Batch { n_rows: 0, columns, kinds: Vec::new() }, lineage: None }
     }
 
     pub fn types(&self) -> &[DataType] {
@@ -253,27 +348,76 @@ impl BatchBuilder {
         nulls[row / 64] |= 1 << (row % 64);
     }
 
-    /// Ends `n` rows whose columns were appended column at a time.
-    pub fn end_rows(&mut self, n: usize) {
+    /// Ends `n` rows whose columns were appended column at a time, with the kinds of rows `sel` of `from`
+    /// (the rows they were gathered from; inserts when `from` has none).
+    pub fn end_rows_from(&mut self, from: &BatchView<'_>, sel: &[u32]) {
+        let n = sel.len();
+        if !from.batch.kinds.is_empty() {
+            if self.batch.kinds.is_empty() {
+                self.batch.kinds.resize(self.batch.n_rows as usize, RowKind::Insert as u8);
+            }
+            self.batch.kinds.extend(sel.iter().map(|&r| from.batch.kinds[r as usize]));
+        } else if !self.batch.kinds.is_empty() {
+            self.batch.kinds.resize(self.batch.kinds.len() + n, RowKind::Insert as u8);
+        }
         self.batch.n_rows += n as u32;
         assert!(self.columns_consistent(), "every column must get exactly one value per row");
     }
 
-    /// Ends the row whose columns were all pushed.
+    /// Ends `n` inserted rows whose columns were appended column at a time.
+    pub fn end_rows(&mut self, n: usize) {
+        if !self.batch.kinds.is_empty() {
+            self.batch.kinds.resize(self.batch.kinds.len() + n, RowKind::Insert as u8);
+        }
+        self.batch.n_rows += n as u32;
+        assert!(self.columns_consistent(), "every column must get exactly one value per row");
+    }
+
+    /// Ends the inserted row whose columns were all pushed.
     #[inline]
     pub fn end_row(&mut self) {
+        if !self.batch.kinds.is_empty() {
+            self.batch.kinds.push(RowKind::Insert as u8);
+        }
         self.batch.n_rows += 1;
         debug_assert!(self.columns_consistent(), "every column must get exactly one value per row");
     }
 
+    /// Ends the row whose columns were all pushed, as a row of `kind`.
+    #[inline]
+    pub fn end_row_as(&mut self, kind: RowKind) {
+        if kind != RowKind::Insert && self.batch.kinds.is_empty() {
+            self.batch.kinds.resize(self.batch.n_rows as usize, RowKind::Insert as u8);
+        }
+        if !self.batch.kinds.is_empty() {
+            self.batch.kinds.push(kind as u8);
+        }
+        self.batch.n_rows += 1;
+        debug_assert!(self.columns_consistent(), "every column must get exactly one value per row");
+    }
+
+    /// Appends row `row` of `view` (same column types) as a row of `kind`.
+    pub fn push_row(&mut self, view: &BatchView<'_>, row: usize, kind: RowKind) {
+        for col in 0..self.types.len() {
+            self.push_datum(col, &view.datum(col, row));
+        }
+        self.end_row_as(kind);
+    }
+
+    /// True when some row built so far is not an insert.
+    pub fn has_changes(&self) -> bool {
+        !self.batch.kinds.is_empty()
+    }
+
     fn columns_consistent(&self) -> bool {
         let n = self.batch.n_rows as usize;
-        self.batch.columns.iter().all(|c| match &c.data {
-            ColumnData::Int(v) => v.len() == n,
-            ColumnData::Double(v) => v.len() == n,
-            ColumnData::Bool(v) => v.len() == n,
-            ColumnData::Str { ends, .. } => ends.len() == n,
-        })
+        (self.batch.kinds.is_empty() || self.batch.kinds.len() == n)
+            && self.batch.columns.iter().all(|c| match &c.data {
+                ColumnData::Int(v) => v.len() == n,
+                ColumnData::Double(v) => v.len() == n,
+                ColumnData::Bool(v) => v.len() == n,
+                ColumnData::Str { ends, .. } => ends.len() == n,
+            })
     }
 
     /// Serializes the rows built so far into a [`BatchBuf`] and starts a new, empty batch.
@@ -282,12 +426,17 @@ impl BatchBuilder {
         let bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.batch, pooled_buffer())
             .expect("serializing into memory cannot fail");
         let n_rows = self.batch.n_rows;
+        let lineage = self.lineage.as_mut().map(|l| {
+            let empty = l.empty_like();
+            Box::new(std::mem::replace(l, empty))
+        });
         self.clear();
-        BatchBuf { bytes, n_rows }
+        BatchBuf { bytes, n_rows, lineage }
     }
 
     pub fn clear(&mut self) {
         self.batch.n_rows = 0;
+        self.batch.kinds.clear();
         for c in &mut self.batch.columns {
             c.nulls.clear();
             match &mut c.data {
@@ -316,6 +465,20 @@ impl<'a> BatchView<'a> {
 
     pub fn n_columns(&self) -> usize {
         self.batch.columns.len()
+    }
+
+    /// The kind of row `row`.
+    #[inline]
+    pub fn kind(&self, row: usize) -> RowKind {
+        match self.batch.kinds.get(row) {
+            None => RowKind::Insert,
+            Some(k) => RowKind::from_u8(*k),
+        }
+    }
+
+    /// True when some row is not an insert (the batch is part of a changelog).
+    pub fn has_changes(&self) -> bool {
+        !self.batch.kinds.is_empty()
     }
 
     #[inline]

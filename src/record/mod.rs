@@ -5,5 +5,5 @@ pub mod json;
 pub mod timestamp;
 pub mod types;
 
-pub use batch::{BatchBuf, BatchBuilder, BatchView};
+pub use batch::{BatchBuf, BatchBuilder, BatchView, Lineage, RowKind};
 pub use types::{DataType, Datum, Field, Schema, Value};

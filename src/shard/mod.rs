@@ -1,10 +1,12 @@
-//! Shards: one glommio executor per core, pinned, each running one [`task::ShardTask`] that owns its splits,
-//! operator instances and sink writers.
+//! Shards: one glommio executor per core, pinned, each running one [`task::ShardTask`] that owns its splits
+//! (`scan.rs`), its instance of every job's operator DAG (`job.rs`) and its sink writers.
 //!
 //! Invariant: this module is the only one that creates executor threads.
 
+pub mod job;
 pub mod restore;
 pub mod routing;
+pub mod scan;
 pub mod task;
 
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::{NexmarkConfig, SinkConfig, SourceConfig};
 use crate::constants::{SHARD_PREEMPT_TIMER_MS, SHARD_SPIN_BEFORE_PARK_US};
 use crate::metrics::JobMetrics;
-use crate::queue::{Exchange, ShardId};
+use crate::queue::{ChannelId, Exchange, ShardId};
 use crate::sql::{JobPlan, WatermarkSpec};
 use routing::RoutingTable;
 
@@ -41,20 +43,30 @@ pub enum SplitSpec {
 pub struct JobSpec {
     pub name: String,
     pub plan: JobPlan,
-    pub source: SourceConfig,
-    pub watermark: Option<WatermarkSpec>,
+    /// One per scan node of the plan, in the plan's order.
+    pub scans: Vec<ScanSpec>,
     pub sink: SinkConfig,
-    pub dead_letter: Option<SinkConfig>,
-    /// The splits of the job's source, per shard.
-    pub splits: Vec<Vec<SplitSpec>>,
-    pub nexmark_tables: Option<Arc<crate::source::nexmark::gen::Tables>>,
     pub metrics: Arc<JobMetrics>,
     /// With a Kinesis sink: the partition key over the output row, and per shard the channel to its writer.
     pub kinesis_sink: Option<KinesisSinkSpec>,
-    /// A rate-limited nexmark source's schedule, shared by its splits.
-    pub pace: Option<Arc<crate::source::nexmark::Pace>>,
+    /// The exchange channel of each hash edge of the plan: ((consumer node, input port), channel).
+    pub channels: Vec<((usize, usize), ChannelId)>,
     /// Under `shardflow bench`: where the shards record each output row's latency.
     pub probe: Option<Arc<crate::metrics::latency::LatencyProbe>>,
+}
+
+/// One source a job reads, and how its splits are spread over the shards.
+pub struct ScanSpec {
+    pub source: SourceConfig,
+    pub watermark: Option<WatermarkSpec>,
+    pub dead_letter: Option<SinkConfig>,
+    /// The splits, per shard.
+    pub splits: Vec<Vec<SplitSpec>>,
+    pub nexmark_tables: Option<Arc<crate::source::nexmark::gen::Tables>>,
+    /// A rate-limited nexmark source's schedule, shared by its splits.
+    pub pace: Option<Arc<crate::source::nexmark::Pace>>,
+    /// The source columns the job reads (a generator leaves the others empty).
+    pub used: Vec<bool>,
 }
 
 pub struct KinesisSinkSpec {
@@ -62,7 +74,7 @@ pub struct KinesisSinkSpec {
     pub to_writers: Vec<tokio::sync::mpsc::Sender<crate::kinesis::sink::ToKinesis>>,
 }
 
-impl JobSpec {
+impl ScanSpec {
     pub fn nexmark(&self) -> Option<&NexmarkConfig> {
         match &self.source.connector {
             crate::config::SourceConnector::Nexmark(n) => Some(n),
@@ -71,11 +83,20 @@ impl JobSpec {
     }
 }
 
+impl JobSpec {
+    /// The schedule of the job's first rate-limited scan, if any.
+    pub fn pace(&self) -> Option<&Arc<crate::source::nexmark::Pace>> {
+        self.scans.iter().find_map(|s| s.pace.as_ref())
+    }
+}
+
 /// The running jobs, shared read-only by every shard.
 pub struct JobGraph {
     pub cpus: Vec<usize>,
     pub routing: Arc<RoutingTable>,
     pub exchange: Arc<Exchange>,
+    /// Exchange channels over all jobs (one per hash edge).
+    pub n_channels: usize,
     pub jobs: Vec<JobSpec>,
     /// Set when a shard fails, or when the process is asked to stop; every shard watches it.
     pub abort: AtomicBool,

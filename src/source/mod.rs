@@ -76,6 +76,8 @@ pub enum SplitPosition {
 /// restored watermark does not go back).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SplitState {
+    /// Which scan of the job (a job may read several sources) the split belongs to.
+    pub scan: u16,
     pub position: SplitPosition,
     pub max_event_time: Option<i64>,
 }

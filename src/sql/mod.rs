@@ -3,6 +3,7 @@
 
 pub mod expr;
 pub mod function;
+pub mod physical;
 pub mod plan;
 
 use std::fmt;
@@ -14,7 +15,8 @@ use sqlparser::parser::{Parser, ParserError};
 
 use crate::record::{DataType, Schema};
 
-pub use plan::{plan_job, AggCall, AggKind, Calc, JobPlan, WindowAggPlan};
+pub use physical::JobPlan;
+pub use plan::{plan_job, AggCall, AggKind, Calc, WindowAggPlan};
 
 /// A SQL error at a position of the SQL text (1-based line and column; 0 when unknown).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use sqlparser::ast::{self, Spanned};
 
 use super::expr::{BinOp, Expr, LikePattern};
 use super::function;
+use super::physical::{Distribution, Input, JobPlan, Node, NodeOp};
 use super::{interval_ms, parse_statement, SqlError, WatermarkSpec};
 use crate::record::types::{parse_type, DataType, Field, Schema, Value};
 use crate::window::WindowSpec;
@@ -111,15 +112,44 @@ pub struct WindowAggPlan {
     pub post: Calc,
 }
 
-#[derive(Debug, Clone)]
-pub struct JobPlan {
-    pub source: String,
-    pub sink: String,
-    /// Over the source's rows: the whole query when stateless, the pre-aggregation otherwise.
-    pub calc: Calc,
-    pub window: Option<WindowAggPlan>,
-    /// The rows the sink receives.
-    pub out_schema: Schema,
+/// The one job shape planned so far: a calc over the source's rows (the whole query when stateless, the
+/// pre-aggregation otherwise), then optionally a window aggregation keyed by the calc's first columns.
+struct Shape {
+    calc: Calc,
+    window: Option<WindowAggPlan>,
+}
+
+impl Shape {
+    /// The job's DAG: scan → calc → [hash by keys → window aggregate] → sink.
+    fn into_plan(self, source: String, source_schema: &Schema, sink: String) -> JobPlan {
+        let mut nodes = vec![Node { op: NodeOp::Scan { source }, inputs: Vec::new(), schema: source_schema.clone() }];
+        let calc_schema = self.calc.schema.clone();
+        nodes.push(Node {
+            op: NodeOp::Calc(self.calc),
+            inputs: vec![Input { node: 0, dist: Distribution::Forward }],
+            schema: calc_schema,
+        });
+        let out_schema = match self.window {
+            None => nodes[1].schema.clone(),
+            Some(w) => {
+                let keys = (0..w.n_keys).collect();
+                let out = w.post.schema.clone();
+                nodes.push(Node {
+                    op: NodeOp::WindowAgg(w),
+                    inputs: vec![Input { node: 1, dist: Distribution::Hash(keys) }],
+                    schema: out.clone(),
+                });
+                out
+            }
+        };
+        let last = nodes.len() - 1;
+        nodes.push(Node {
+            op: NodeOp::Sink,
+            inputs: vec![Input { node: last, dist: Distribution::Forward }],
+            schema: out_schema.clone(),
+        });
+        JobPlan { sink, nodes, out_schema }
+    }
 }
 
 /// Plans one job's statement.
@@ -149,7 +179,7 @@ pub fn plan_job(sql: &str, tables: &BTreeMap<String, TableInfo>, sinks: &[String
         return Err(SqlError::of(query.as_ref(), "only a plain SELECT is supported (no UNION, VALUES or subquery)"));
     };
     let from = from_clause(select, tables)?;
-    let mut plan = if is_aggregation(select) {
+    let shape = if is_aggregation(select) {
         plan_window_aggregation(select, &from)?
     } else {
         if let Some(tvf) = &from.tvf {
@@ -157,8 +187,8 @@ pub fn plan_job(sql: &str, tables: &BTreeMap<String, TableInfo>, sinks: &[String
         }
         plan_stateless(select, &from)?
     };
-    plan.source = from.source;
-    plan.sink = sink;
+    let plan = shape.into_plan(from.source.clone(), &from.info.schema, sink);
+    debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
     Ok(plan)
 }
 
@@ -729,17 +759,11 @@ fn bind_filter(e: &ast::Expr, scope: &mut dyn Scope) -> Result<Expr, SqlError> {
     expect_type(bound, DataType::Boolean, e)
 }
 
-fn plan_stateless(select: &ast::Select, from: &From<'_>) -> Result<JobPlan, SqlError> {
+fn plan_stateless(select: &ast::Select, from: &From<'_>) -> Result<Shape, SqlError> {
     let mut scope = TableScope { table: &from.source, schema: &from.info.schema };
     let filter = select.selection.as_ref().map(|w| bind_filter(w, &mut scope)).transpose()?;
     let (exprs, schema) = bind_projection(select, &mut scope, &from.info.schema)?;
-    Ok(JobPlan {
-        source: String::new(),
-        sink: String::new(),
-        calc: Calc { filter, exprs, schema: schema.clone() },
-        window: None,
-        out_schema: schema,
-    })
+    Ok(Shape { calc: Calc { filter, exprs, schema }, window: None })
 }
 
 /// How the query names its window's bounds.
@@ -910,7 +934,7 @@ impl Scope for AggScope<'_> {
     }
 }
 
-fn plan_window_aggregation(select: &ast::Select, from: &From<'_>) -> Result<JobPlan, SqlError> {
+fn plan_window_aggregation(select: &ast::Select, from: &From<'_>) -> Result<Shape, SqlError> {
     let group_by: &[ast::Expr] = match &select.group_by {
         ast::GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs,
         other => return Err(SqlError::of(select, format!("`{other}` is not supported; GROUP BY a window and keys"))),
@@ -989,9 +1013,7 @@ fn plan_window_aggregation(select: &ast::Select, from: &From<'_>) -> Result<JobP
     agg_fields.push(Field { name: "window_end".into(), ty: DataType::Timestamp });
     agg_fields.extend(scope.aggs.iter().map(|(_, a)| Field { name: a.text.clone(), ty: a.ty }));
     let pre_schema = Schema::new(pre_fields);
-    Ok(JobPlan {
-        source: String::new(),
-        sink: String::new(),
+    Ok(Shape {
         calc: Calc { filter, exprs: pre_exprs, schema: pre_schema.clone() },
         window: Some(WindowAggPlan {
             spec,
@@ -1000,9 +1022,8 @@ fn plan_window_aggregation(select: &ast::Select, from: &From<'_>) -> Result<JobP
             time_col: n_keys,
             aggs: scope.aggs.into_iter().map(|(_, a)| a).collect(),
             output: Schema::new(agg_fields),
-            post: Calc { filter: having, exprs, schema: out_schema.clone() },
+            post: Calc { filter: having, exprs, schema: out_schema },
         }),
-        out_schema,
     })
 }
 
@@ -1087,8 +1108,17 @@ mod tests {
     /// Plans `sql` and checks the plan's shape through a compact description.
     fn check(sql: &str, want: &str) {
         let p = plan(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let mut got = format!("calc[{}]", p.calc);
-        if let Some(w) = &p.window {
+        p.check().unwrap();
+        let calc = p
+            .nodes
+            .iter()
+            .find_map(|n| match &n.op {
+                NodeOp::Calc(c) => Some(c),
+                _ => None,
+            })
+            .unwrap();
+        let mut got = format!("calc[{}]", calc);
+        if let Some(w) = p.window() {
             let aggs: Vec<String> =
                 w.aggs.iter().map(|a| format!("{:?}{}:{}", a.kind, if a.distinct { "D" } else { "" }, a.ty)).collect();
             got += &format!(" window[{} keys={} aggs={}] post[{}]", w.spec, w.n_keys, aggs.join(","), w.post);

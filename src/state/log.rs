@@ -1,4 +1,4 @@
-//! The state log's format: how a checkpoint's state is framed on disk, and how it is read back.
+//! The state log's format (version 2): how a checkpoint's state is framed on disk, and how it is read back.
 //!
 //! A shard's log is a sequence of segment files. Each checkpoint appends one *blob*: a run of records, padded
 //! with zero bytes to a multiple of [`LOG_BLOCK_BYTES`] (direct I/O writes whole aligned blocks). A record is
@@ -9,21 +9,28 @@
 //! payload          type: u8, then the fields of that type (all integers little endian)
 //! ```
 //!
-//! Types:
+//! Types (`state` is the [`StateId`]: job u16, node u16, table u16 — which state table of which operator of
+//! which job the entries belong to):
 //!
 //! ```text
 //! 1 BEGIN    epoch u64, shard u16, kind u8 (0 delta: changes since the previous checkpoint; 1 base: everything)
-//! 2 ENTRIES  job u16, key_group u32, count u32, then count entries:
-//!              op u8 (1 put, 2 delete), namespace i64, key_len u32, key, and for a put: value_len u32, value
-//! 3 DROP     job u16, namespace i64: every entry of the namespace is deleted (a fired window's slice)
+//! 2 ENTRIES  state, key_group u32, count u32, then count entries:
+//!              op u8 (1 put, 2 delete, 3 put part), namespace i64, key_len u32, key,
+//!              and for a put or a put part: value_len u32, value
+//! 3 DROP     state, namespace i64: every entry of the namespace is deleted (a fired window's slice)
 //! 4 END      epoch u64, records u32 (the records of this checkpoint, BEGIN and END included)
 //! ```
 //!
+//! A value longer than [`ENTRY_VALUE_BYTES_MAX`] is written as consecutive "put part" entries of the same
+//! key followed by a put with its last part (so no record ever exceeds what a reader accepts); readers join
+//! them with a [`Reassembler`].
+//!
 //! Zero bytes pad each blob from its END record to the next block boundary. A checkpoint counts only if its
-//! END is present and its record count matches. Entries are grouped by key
-//! group (one or more ENTRIES records per key group), so a restore can pick the key groups it owns. What a
-//! namespace and a value mean belongs to the operator that wrote them (`operator::window_agg`): the log only
-//! stores bytes.
+//! END is present and its record count matches. Entries are grouped by key group (one or more ENTRIES records
+//! per key group and state table), so a restore can pick the key groups it owns. What a namespace and a value
+//! mean belongs to the operator that wrote them: the log only stores bytes.
+//!
+//! Version 1 (before operators had ids) had no `node` and `table` fields; it is refused at recovery.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,6 +48,26 @@ const TYPE_END: u8 = 4;
 
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
+const OP_PUT_PART: u8 = 3;
+
+/// Which state table an entry belongs to: table `table` of node (operator) `node` of job `job`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StateId {
+    pub job: u16,
+    pub node: u16,
+    pub table: u16,
+}
+
+impl std::fmt::Display for StateId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "job {} operator {} table {}", self.job, self.node, self.table)
+    }
+}
+
+/// Longest value one entry holds; a longer one is split into parts. Far below [`RECORD_BYTES_MAX`], so a
+/// record (at most [`ENTRIES_RECORD_BYTES_MAX`] of entries before the one that passes it) always fits what a
+/// reader accepts.
+pub const ENTRY_VALUE_BYTES_MAX: usize = 8 << 20;
 
 /// Largest payload of one ENTRIES record before the encoder starts another for the same key group: bounds
 /// what a reader must hold to check one checksum.
@@ -48,6 +75,16 @@ const ENTRIES_RECORD_BYTES_MAX: usize = 1 << 20;
 
 /// Largest record a reader accepts: a larger length can only be corruption.
 const RECORD_BYTES_MAX: usize = 64 << 20;
+
+/// Longest key an entry may have: keys are group and join keys taken from rows, which are far smaller (a
+/// row is at most `RECORD_BYTES_MAX` of the input, 1 MiB); with the largest value part and a full record
+/// before it, a record stays within [`RECORD_BYTES_MAX`].
+pub const ENTRY_KEY_BYTES_MAX: usize = 16 << 20;
+
+const _: () = assert!(
+    ENTRIES_RECORD_BYTES_MAX + ENTRY_VALUE_BYTES_MAX + ENTRY_KEY_BYTES_MAX + 64 < RECORD_BYTES_MAX,
+    "a record of entries always fits what a reader accepts"
+);
 
 /// What kind of checkpoint a blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +100,8 @@ pub enum CheckpointKind {
 pub struct BlobEncoder {
     buf: Vec<u8>,
     records: u32,
-    /// The open ENTRIES record: its start in `buf`, job, key group, and entry count.
-    group: Option<(usize, u16, u32, u32)>,
+    /// The open ENTRIES record: its start in `buf`, state table, key group, and entry count.
+    group: Option<(usize, StateId, u32, u32)>,
     entries: u64,
 }
 
@@ -98,30 +135,32 @@ impl BlobEncoder {
 
     fn close_group(&mut self) {
         if let Some((at, _, _, count)) = self.group.take() {
-            // The count sits after the type byte, job and key group.
-            let c = at + HEADER_BYTES + 1 + 2 + 4;
+            // The count sits after the type byte, the state id and the key group.
+            let c = at + HEADER_BYTES + 1 + STATE_ID_BYTES + 4;
             self.buf[c..c + 4].copy_from_slice(&count.to_le_bytes());
             self.close(at);
         }
     }
 
-    /// Makes the open ENTRIES record the one of `job` and `key_group`.
-    fn group_for(&mut self, job: u16, key_group: u32) {
+    /// Makes the open ENTRIES record the one of `state` and `key_group`.
+    fn group_for(&mut self, state: StateId, key_group: u32) {
         match self.group {
-            Some((at, j, kg, _)) if j == job && kg == key_group && self.buf.len() - at < ENTRIES_RECORD_BYTES_MAX => {}
+            Some((at, s, kg, _)) if s == state && kg == key_group && self.buf.len() - at < ENTRIES_RECORD_BYTES_MAX => {
+            }
             _ => {
                 self.close_group();
                 let at = self.open(TYPE_ENTRIES);
-                self.buf.extend_from_slice(&job.to_le_bytes());
+                put_state_id(&mut self.buf, state);
                 self.buf.extend_from_slice(&key_group.to_le_bytes());
                 self.buf.extend_from_slice(&0u32.to_le_bytes());
-                self.group = Some((at, job, key_group, 0));
+                self.group = Some((at, state, key_group, 0));
             }
         }
     }
 
-    fn entry_header(&mut self, job: u16, key_group: u32, op: u8, namespace: i64, key: &[u8]) {
-        self.group_for(job, key_group);
+    fn entry_header(&mut self, state: StateId, key_group: u32, op: u8, namespace: i64, key: &[u8]) {
+        assert!(key.len() <= ENTRY_KEY_BYTES_MAX, "{state}: a state key of {} bytes", key.len());
+        self.group_for(state, key_group);
         if let Some(g) = &mut self.group {
             g.3 += 1;
         }
@@ -132,21 +171,53 @@ impl BlobEncoder {
         self.buf.extend_from_slice(key);
     }
 
-    /// Sets an entry; `value` writes the value's bytes onto the end of the buffer it is given.
-    pub fn put(&mut self, job: u16, key_group: u32, namespace: i64, key: &[u8], value: impl FnOnce(&mut Vec<u8>)) {
-        self.entry_header(job, key_group, OP_PUT, namespace, key);
+    /// Sets an entry; `value` writes the value's bytes onto the end of the buffer it is given. A value longer
+    /// than [`ENTRY_VALUE_BYTES_MAX`] is written in parts.
+    pub fn put(
+        &mut self,
+        state: StateId,
+        key_group: u32,
+        namespace: i64,
+        key: &[u8],
+        value: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let entries_before = self.entries;
+        let group_before = self.group;
+        let entry_at = self.buf.len();
+        self.entry_header(state, key_group, OP_PUT, namespace, key);
         let len_at = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
         value(&mut self.buf);
-        let len = (self.buf.len() - len_at - 4) as u32;
-        self.buf[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+        let len = self.buf.len() - len_at - 4;
+        if len <= ENTRY_VALUE_BYTES_MAX {
+            self.buf[len_at..len_at + 4].copy_from_slice(&(len as u32).to_le_bytes());
+            return;
+        }
+        // Too long for one entry: take it back out and write it in parts.
+        let whole = self.buf.split_off(len_at + 4);
+        if group_before.is_some_and(|g| g.0 < entry_at) && self.group.is_some_and(|g| g.0 < entry_at) {
+            self.buf.truncate(entry_at);
+            self.group = group_before;
+        } else {
+            // The entry opened a record of its own (not yet closed, so not counted): drop its header too.
+            self.buf.truncate(entry_at);
+            self.group = None;
+        }
+        self.entries = entries_before;
+        let parts: Vec<&[u8]> = whole.chunks(ENTRY_VALUE_BYTES_MAX).collect();
+        for (i, part) in parts.iter().enumerate() {
+            let op = if i + 1 == parts.len() { OP_PUT } else { OP_PUT_PART };
+            self.entry_header(state, key_group, op, namespace, key);
+            self.buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(part);
+        }
     }
 
     /// Appends an ENTRIES record of `count` entries already encoded with [`encode_put`].
-    pub fn put_encoded(&mut self, job: u16, key_group: u32, count: u32, entries: &[u8]) {
+    pub fn put_encoded(&mut self, state: StateId, key_group: u32, count: u32, entries: &[u8]) {
         self.close_group();
         let at = self.open(TYPE_ENTRIES);
-        self.buf.extend_from_slice(&job.to_le_bytes());
+        put_state_id(&mut self.buf, state);
         self.buf.extend_from_slice(&key_group.to_le_bytes());
         self.buf.extend_from_slice(&count.to_le_bytes());
         self.buf.extend_from_slice(entries);
@@ -154,15 +225,15 @@ impl BlobEncoder {
         self.entries += u64::from(count);
     }
 
-    pub fn delete(&mut self, job: u16, key_group: u32, namespace: i64, key: &[u8]) {
-        self.entry_header(job, key_group, OP_DELETE, namespace, key);
+    pub fn delete(&mut self, state: StateId, key_group: u32, namespace: i64, key: &[u8]) {
+        self.entry_header(state, key_group, OP_DELETE, namespace, key);
     }
 
-    /// Deletes every entry of a namespace of `job`.
-    pub fn drop_namespace(&mut self, job: u16, namespace: i64) {
+    /// Deletes every entry of a namespace of `state`.
+    pub fn drop_namespace(&mut self, state: StateId, namespace: i64) {
         self.close_group();
         let at = self.open(TYPE_DROP);
-        self.buf.extend_from_slice(&job.to_le_bytes());
+        put_state_id(&mut self.buf, state);
         self.buf.extend_from_slice(&namespace.to_le_bytes());
         self.close(at);
     }
@@ -185,8 +256,21 @@ impl BlobEncoder {
     }
 }
 
-/// Encodes one put entry (as in an ENTRIES record) onto `out`, for [`BlobEncoder::put_encoded`].
-pub fn encode_put(out: &mut Vec<u8>, namespace: i64, key: &[u8], value: impl FnOnce(&mut Vec<u8>)) {
+/// Bytes of a [`StateId`] in a record.
+const STATE_ID_BYTES: usize = 6;
+
+fn put_state_id(buf: &mut Vec<u8>, s: StateId) {
+    buf.extend_from_slice(&s.job.to_le_bytes());
+    buf.extend_from_slice(&s.node.to_le_bytes());
+    buf.extend_from_slice(&s.table.to_le_bytes());
+}
+
+/// Encodes one put entry (as in an ENTRIES record) onto `out`, for [`BlobEncoder::put_encoded`]. Returns false,
+/// with nothing appended, when the value is longer than one entry may hold: put it with [`BlobEncoder::put`],
+/// which writes it in parts.
+#[must_use]
+pub fn encode_put(out: &mut Vec<u8>, namespace: i64, key: &[u8], value: impl FnOnce(&mut Vec<u8>)) -> bool {
+    let at = out.len();
     out.push(OP_PUT);
     out.extend_from_slice(&namespace.to_le_bytes());
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -194,8 +278,13 @@ pub fn encode_put(out: &mut Vec<u8>, namespace: i64, key: &[u8], value: impl FnO
     let len_at = out.len();
     out.extend_from_slice(&[0; 4]);
     value(out);
-    let len = (out.len() - len_at - 4) as u32;
-    out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+    let len = out.len() - len_at - 4;
+    if len > ENTRY_VALUE_BYTES_MAX || key.len() > ENTRY_KEY_BYTES_MAX {
+        out.truncate(at);
+        return false;
+    }
+    out[len_at..len_at + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    true
 }
 
 /// Bytes of entries a caller gathers per key group before it hands them to [`BlobEncoder::put_encoded`].
@@ -222,6 +311,8 @@ pub struct Entry<'a> {
     pub key: &'a [u8],
     /// `None` deletes the entry.
     pub value: Option<&'a [u8]>,
+    /// The value is a part of a longer one, continued by the next entry (see [`Reassembler`]).
+    pub part: bool,
 }
 
 /// The entries of an ENTRIES record: checked when the record was read, decoded as they are walked (a
@@ -252,19 +343,19 @@ fn read_entry<'a>(f: &mut Fields<'a>) -> Result<Entry<'a>, String> {
     let namespace = f.u64()? as i64;
     let key = f.bytes()?;
     let value = match op {
-        OP_PUT => Some(f.bytes()?),
+        OP_PUT | OP_PUT_PART => Some(f.bytes()?),
         OP_DELETE => None,
         o => return Err(format!("unknown entry operation {o}")),
     };
-    Ok(Entry { namespace, key, value })
+    Ok(Entry { namespace, key, value, part: op == OP_PUT_PART })
 }
 
 /// A decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<'a> {
     Begin { epoch: u64, shard: u16, kind: CheckpointKind },
-    Entries { job: u16, key_group: u32, entries: Entries<'a> },
-    Drop { job: u16, namespace: i64 },
+    Entries { state: StateId, key_group: u32, entries: Entries<'a> },
+    Drop { state: StateId, namespace: i64 },
     End { epoch: u64, records: u32 },
 }
 
@@ -298,6 +389,9 @@ impl<'a> Fields<'a> {
         let n = self.u32()? as usize;
         self.take(n)
     }
+    fn state_id(&mut self) -> Result<StateId, String> {
+        Ok(StateId { job: self.u16()?, node: self.u16()?, table: self.u16()? })
+    }
 }
 
 fn decode_payload(payload: &[u8]) -> Result<Record<'_>, String> {
@@ -314,16 +408,16 @@ fn decode_payload(payload: &[u8]) -> Result<Record<'_>, String> {
             Record::Begin { epoch, shard, kind }
         }
         TYPE_ENTRIES => {
-            let job = f.u16()?;
+            let state = f.state_id()?;
             let key_group = f.u32()?;
             let count = f.u32()?;
             let raw = f.bytes;
             for _ in 0..count {
                 read_entry(&mut f)?;
             }
-            Record::Entries { job, key_group, entries: Entries { count, raw: &raw[..raw.len() - f.bytes.len()] } }
+            Record::Entries { state, key_group, entries: Entries { count, raw: &raw[..raw.len() - f.bytes.len()] } }
         }
-        TYPE_DROP => Record::Drop { job: f.u16()?, namespace: f.u64()? as i64 },
+        TYPE_DROP => Record::Drop { state: f.state_id()?, namespace: f.u64()? as i64 },
         TYPE_END => Record::End { epoch: f.u64()?, records: f.u32()? },
         t => return Err(format!("unknown record type {t}")),
     };
@@ -408,19 +502,76 @@ pub struct SegmentRange {
 /// Hash maps of replay, with the fast hash the engine uses for keys (a replay inserts every entry).
 type Map<K, V> = HashMap<K, V, xxhash_rust::xxh3::Xxh3Builder>;
 
-/// The state of one job's operator in one shard's log, after replay: namespace → key → (key group, value).
+/// The state of one state table in one shard's log, after replay: namespace → key → (key group, value).
 pub type Namespaces = Map<i64, Map<Box<[u8]>, (u32, Box<[u8]>)>>;
 
-/// One entry of a replayed state: job, key group, namespace, key, value.
-pub type FlatEntry = (u16, u32, i64, Box<[u8]>, Box<[u8]>);
+/// One entry of a replayed state: state table, key group, namespace, key, value.
+pub type FlatEntry = (StateId, u32, i64, Box<[u8]>, Box<[u8]>);
+
+/// Whose value a run of parts is: state table, key group, namespace, key.
+type PartsOf = (StateId, u32, i64, Box<[u8]>);
+
+/// Joins the parts of a value that was too long for one entry (see [`BlobEncoder::put`]): the parts of a
+/// value are consecutive entries of one checkpoint, the last one a plain put.
+#[derive(Debug, Default)]
+pub struct Reassembler {
+    /// The parts so far: whose they are (state, key group, namespace, key) and their bytes.
+    pending: Option<(PartsOf, Vec<u8>)>,
+}
+
+/// What an entry means once its parts are joined.
+pub enum Joined<'e> {
+    /// A part of a longer value: nothing to apply yet.
+    Pending,
+    Put(std::borrow::Cow<'e, [u8]>),
+    Delete,
+}
+
+impl Reassembler {
+    /// Takes the next entry of `state` in `key_group`; an error when parts are not followed by the rest of
+    /// their value (damage).
+    pub fn feed<'e>(&mut self, state: StateId, key_group: u32, e: &Entry<'e>) -> Result<Joined<'e>, String> {
+        let same = |p: &(StateId, u32, i64, Box<[u8]>)| {
+            p.0 == state && p.1 == key_group && p.2 == e.namespace && *p.3 == *e.key
+        };
+        match (self.pending.take(), e.value) {
+            (Some((who, _)), _) if !same(&who) => {
+                Err(format!("{}: a value in parts is cut off by an entry of another key", who.0))
+            }
+            (None, None) => Ok(Joined::Delete),
+            (Some(_), None) => Err(format!("{state}: a value in parts is followed by a delete of its key")),
+            (None, Some(v)) if !e.part => Ok(Joined::Put(std::borrow::Cow::Borrowed(v))),
+            (pending, Some(v)) => {
+                let (who, mut bytes) =
+                    pending.unwrap_or_else(|| ((state, key_group, e.namespace, e.key.into()), Vec::new()));
+                bytes.extend_from_slice(v);
+                if e.part {
+                    self.pending = Some((who, bytes));
+                    Ok(Joined::Pending)
+                } else {
+                    Ok(Joined::Put(std::borrow::Cow::Owned(bytes)))
+                }
+            }
+        }
+    }
+
+    /// At the end of a checkpoint: an error if a value's parts were never completed.
+    pub fn finish(&mut self) -> Result<(), String> {
+        match self.pending.take() {
+            None => Ok(()),
+            Some((who, _)) => Err(format!("{}: a value in parts ends without its last part", who.0)),
+        }
+    }
+}
 
 /// The state a shard's log holds at a checkpoint. While only a base has been replayed (the common case after
 /// a compaction or a savepoint), its entries are kept as a plain list; the first delta turns them into maps.
 #[derive(Debug, Default)]
 pub struct ShardImage {
-    jobs: Map<u16, Namespaces>,
+    tables: Map<StateId, Namespaces>,
     /// The base's entries, while no delta has followed it.
     flat: Option<Vec<FlatEntry>>,
+    parts: Reassembler,
     /// Checkpoints replayed and bytes read.
     pub checkpoints: u64,
     pub bytes: u64,
@@ -430,7 +581,7 @@ impl ShardImage {
     fn begin(&mut self, kind: CheckpointKind) {
         match kind {
             CheckpointKind::Base => {
-                self.jobs.clear();
+                self.tables.clear();
                 self.flat = Some(Vec::new());
             }
             CheckpointKind::Delta => {
@@ -438,51 +589,55 @@ impl ShardImage {
                 if !flat.is_empty() {
                     tracing::debug!("replaying deltas over a base of {} entries", flat.len());
                 }
-                for (job, kg, ns, key, value) in flat {
-                    self.jobs.entry(job).or_default().entry(ns).or_default().insert(key, (kg, value));
+                for (state, kg, ns, key, value) in flat {
+                    self.tables.entry(state).or_default().entry(ns).or_default().insert(key, (kg, value));
                 }
             }
         }
     }
 
-    fn apply(&mut self, record: &Record<'_>) {
+    fn apply(&mut self, record: &Record<'_>) -> Result<(), String> {
         match record {
-            Record::Entries { job, key_group, entries } => {
-                if let Some(flat) = &mut self.flat {
-                    // A base holds puts only, each key once.
-                    for e in entries.iter() {
-                        if let Some(v) = e.value {
-                            flat.push((*job, *key_group, e.namespace, e.key.into(), v.into()));
-                        }
-                    }
-                    return;
-                }
-                let job = self.jobs.entry(*job).or_default();
+            Record::Entries { state, key_group, entries } => {
                 for e in entries.iter() {
-                    match e.value {
+                    let value = match self.parts.feed(*state, *key_group, &e)? {
+                        Joined::Pending => continue,
+                        Joined::Put(v) => Some(v),
+                        Joined::Delete => None,
+                    };
+                    if let Some(flat) = &mut self.flat {
+                        // A base holds puts only, each key once.
+                        if let Some(v) = value {
+                            flat.push((*state, *key_group, e.namespace, e.key.into(), v.into()));
+                        }
+                        continue;
+                    }
+                    let table = self.tables.entry(*state).or_default();
+                    match value {
                         Some(v) => {
-                            job.entry(e.namespace).or_default().insert(e.key.into(), (*key_group, v.into()));
+                            table.entry(e.namespace).or_default().insert(e.key.into(), (*key_group, v.into()));
                         }
                         None => {
-                            if let Some(ns) = job.get_mut(&e.namespace) {
+                            if let Some(ns) = table.get_mut(&e.namespace) {
                                 ns.remove(e.key);
                                 if ns.is_empty() {
-                                    job.remove(&e.namespace);
+                                    table.remove(&e.namespace);
                                 }
                             }
                         }
                     }
                 }
             }
-            Record::Drop { job, namespace } => {
+            Record::Drop { state, namespace } => {
                 if let Some(flat) = &mut self.flat {
-                    flat.retain(|e| !(e.0 == *job && e.2 == *namespace));
-                } else if let Some(j) = self.jobs.get_mut(job) {
-                    j.remove(namespace);
+                    flat.retain(|e| !(e.0 == *state && e.2 == *namespace));
+                } else if let Some(t) = self.tables.get_mut(state) {
+                    t.remove(namespace);
                 }
             }
             Record::Begin { .. } | Record::End { .. } => {}
         }
+        Ok(())
     }
 
     /// Every entry.
@@ -491,10 +646,10 @@ impl ShardImage {
             return flat;
         }
         let mut out = Vec::new();
-        for (job, namespaces) in self.jobs {
+        for (state, namespaces) in self.tables {
             for (ns, keys) in namespaces {
                 for (key, (kg, value)) in keys {
-                    out.push((job, kg, ns, key, value));
+                    out.push((state, kg, ns, key, value));
                 }
             }
         }
@@ -509,9 +664,10 @@ pub fn replay(ranges: &[(SegmentRange, Vec<u8>)], last_epoch: u64) -> Result<Sha
     let mut image = ShardImage::default();
     image.bytes = replay_with(ranges, last_epoch, |kind, _, records| {
         image.begin(kind);
-        for (_, r) in records {
-            image.apply(r);
+        for (offset, r) in records {
+            image.apply(r).map_err(|e| (*offset, e))?;
         }
+        image.parts.finish().map_err(|e| (records.last().map_or(0, |r| r.0), e))?;
         image.checkpoints += 1;
         Ok(())
     })?;
@@ -663,6 +819,11 @@ mod tests {
         ]
     }
 
+    /// The state table of generated job `job`.
+    fn sid(job: u16) -> StateId {
+        StateId { job, node: 3, table: job % 2 }
+    }
+
     /// Key group of a generated key (any function will do: the log only stores it).
     fn kg(key: &[u8]) -> u32 {
         key.iter().map(|b| u32::from(*b)).sum()
@@ -681,7 +842,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Drop { job, ns } => {
-                        enc.drop_namespace(*job, *ns);
+                        enc.drop_namespace(sid(*job), *ns);
                         model.retain(|(j, n, _), _| !(j == job && n == ns));
                         last.retain(|(_, j, n, _), _| !(j == job && n == ns));
                     }
@@ -696,11 +857,11 @@ mod tests {
             for ((g, job, ns, key), v) in last {
                 match v {
                     Some(v) => {
-                        enc.put(job, g, ns, &key, |b| b.extend_from_slice(&v));
+                        enc.put(sid(job), g, ns, &key, |b| b.extend_from_slice(&v));
                         model.insert((job, ns, key), v);
                     }
                     None => {
-                        enc.delete(job, g, ns, &key);
+                        enc.delete(sid(job), g, ns, &key);
                         model.remove(&(job, ns, key));
                     }
                 }
@@ -712,7 +873,7 @@ mod tests {
     }
 
     fn image_as_model(image: ShardImage) -> Model {
-        image.into_entries().into_iter().map(|(job, _, ns, key, v)| ((job, ns, key.to_vec()), v.to_vec())).collect()
+        image.into_entries().into_iter().map(|(s, _, ns, key, v)| ((s.job, ns, key.to_vec()), v.to_vec())).collect()
     }
 
     fn range(bytes: &[u8], to: u64) -> Vec<(SegmentRange, Vec<u8>)> {
@@ -770,10 +931,10 @@ mod tests {
     fn every_padding_length_reads_back() {
         for value_len in 0..LOG_BLOCK_BYTES + 16 {
             let mut enc = BlobEncoder::new(1, 0, CheckpointKind::Base);
-            enc.put(0, 0, 5, b"k", |b| b.resize(b.len() + value_len, 7));
+            enc.put(sid(0), 0, 5, b"k", |b| b.resize(b.len() + value_len, 7));
             let mut file = enc.finish(1);
             let mut next = BlobEncoder::new(2, 0, CheckpointKind::Delta);
-            next.put(0, 0, 5, b"j", |b| b.push(1));
+            next.put(sid(0), 0, 5, b"j", |b| b.push(1));
             file.extend_from_slice(&next.finish(2));
             let image =
                 replay(&range(&file, file.len() as u64), 2).unwrap_or_else(|e| panic!("value of {value_len}: {e}"));
@@ -781,6 +942,36 @@ mod tests {
             assert_eq!(entries.len(), 2);
             assert!(entries.iter().any(|e| &*e.3 == b"k" && e.4.len() == value_len));
         }
+    }
+
+    /// A value longer than one entry may hold is written in parts, in records a reader accepts, and read back
+    /// whole, between ordinary entries; a cut-off value is damage.
+    #[test]
+    fn long_values_are_written_in_parts_and_joined() {
+        let long: Vec<u8> = (0..2 * ENTRY_VALUE_BYTES_MAX + 12345).map(|i| (i % 251) as u8).collect();
+        let mut enc = BlobEncoder::new(1, 0, CheckpointKind::Base);
+        enc.put(sid(0), 0, 5, b"a", |b| b.push(1));
+        enc.put(sid(0), 0, 5, b"big", |b| b.extend_from_slice(&long));
+        enc.put(sid(0), 0, 5, b"c", |b| b.push(3));
+        assert_eq!(enc.entries(), 2 + 3, "the long value takes three entries");
+        let blob = enc.finish(1);
+        let mut reader = RecordReader::new("seg", &blob, 0);
+        while let Some(r) = reader.next_record() {
+            let (_, at) = r.expect("every record is within the reader's limit");
+            assert!(at as usize <= blob.len());
+        }
+        let image = replay(&range(&blob, blob.len() as u64), 1).unwrap();
+        let model = image_as_model(image);
+        assert_eq!(model.len(), 3);
+        assert_eq!(model[&(0, 5, b"big".to_vec())], long);
+        assert_eq!(model[&(0, 5, b"c".to_vec())], vec![3]);
+        let mut parts = Reassembler::default();
+        let part = Entry { namespace: 5, key: b"big", value: Some(b"xy"), part: true };
+        assert!(matches!(parts.feed(sid(0), 0, &part), Ok(Joined::Pending)));
+        let other = Entry { namespace: 5, key: b"other", value: Some(b"z"), part: false };
+        assert!(parts.feed(sid(0), 0, &other).is_err(), "a part followed by another key");
+        assert!(matches!(parts.feed(sid(0), 0, &part), Ok(Joined::Pending)));
+        assert!(parts.finish().is_err(), "a value without its last part");
     }
 
     #[test]

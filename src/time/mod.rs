@@ -153,6 +153,11 @@ impl WatermarkCombiner {
     pub fn all_ended(&self) -> bool {
         self.combined == WATERMARK_END
     }
+
+    /// True when every input is idle (and there is at least one).
+    pub fn all_idle(&self) -> bool {
+        !self.idle.is_empty() && self.idle.iter().all(|i| *i)
+    }
 }
 
 #[cfg(test)]
