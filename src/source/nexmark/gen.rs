@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub const BASE_TIME_MS: i64 = 1_767_225_600_000;
 
 /// `SplitMix64`'s increment (2^64 / golden ratio); also spaces the per-bid seeds `seed + b * GOLDEN`.
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+pub(super) const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Seed of the reference generator and of the benchmarks.
 const DEFAULT_SEED: u64 = 42;
@@ -28,14 +28,14 @@ const DEFAULT_SEED: u64 = 42;
 const DEFAULT_EVENT_RATE: u64 = 1_000_000;
 
 /// Milliseconds per second, to turn bid numbers into event times.
-const MS_PER_S: u64 = 1_000;
+pub(super) const MS_PER_S: u64 = 1_000;
 
 /// Salt that separates the table stream from the per-bid streams (Java's `Random` multiplier, as in the
 /// reference).
 const TABLES_SALT: u64 = 0x5_DEEC_E66D;
 
 /// Length of the `extra` pool: 1 MiB of lowercase letters, large enough that `extra` rarely repeats.
-const POOL_LEN: u32 = 1 << 20;
+pub(super) const POOL_LEN: u32 = 1 << 20;
 
 /// Number of non-hot channels `channel-0 .. channel-9999`, each with a fixed URL.
 const CHANNELS: u32 = 10_000;
@@ -45,26 +45,26 @@ const HOT_CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
 
 /// Nexmark's event mix is 1 person, 3 auctions and 46 bids per 50 events; only bids are generated, so an
 /// "epoch" of 46 consecutive bids advances the auction count by 3 and the person count by 1.
-const BIDS_PER_EPOCH: u64 = 46;
+pub(super) const BIDS_PER_EPOCH: u64 = 46;
 
 /// Auctions created per epoch (see [`BIDS_PER_EPOCH`]).
-const AUCTIONS_PER_EPOCH: u64 = 3;
+pub(super) const AUCTIONS_PER_EPOCH: u64 = 3;
 
 /// Nexmark's `NUM_IN_FLIGHT_AUCTIONS`: a cold bid goes to one of the last 100 auctions.
 const AUCTIONS_IN_FLIGHT: u64 = 100;
 
 /// Nexmark's `NUM_ACTIVE_PEOPLE`: a cold bid comes from one of the last 1000 people.
-const ACTIVE_PEOPLE: u64 = 1_000;
+pub(super) const ACTIVE_PEOPLE: u64 = 1_000;
 
 /// Ids that a cold bid may draw beyond the last created auction or person, as in Nexmark's generator.
-const FUTURE_IDS: u64 = 10;
+pub(super) const FUTURE_IDS: u64 = 10;
 
 /// The hot auction and the hot bidder are the last ids rounded down to a multiple of this (Nexmark's
 /// `HOT_*` rounding).
-const HOT_ID_ROUNDING: u64 = 100;
+pub(super) const HOT_ID_ROUNDING: u64 = 100;
 
 /// Nexmark's `FIRST_AUCTION_ID` and `FIRST_PERSON_ID`: ids start at 1000.
-const FIRST_ID: u64 = 1_000;
+pub(super) const FIRST_ID: u64 = 1_000;
 
 /// Nexmark's `hotAuctionRatio`: 1 in 2 bids is for the hot auction.
 const HOT_AUCTION_RATIO: u32 = 2;
@@ -108,7 +108,7 @@ const EXTRA_LEN_CHOICES: u32 = 28;
 const URL_CHANNEL_ID_RATIO: u32 = 10;
 
 /// Letters a random word is drawn from: `a..=z`.
-const ALPHABET_LEN: u32 = 26;
+pub(super) const ALPHABET_LEN: u32 = 26;
 
 /// Shortest word in a URL; words are 3 to 5 letters.
 const URL_WORD_LEN_MIN: u32 = 3;
@@ -141,7 +141,7 @@ impl Default for GeneratorConfig {
 /// The `SplitMix64` finalizer (Stafford's mix 13): a bijection of `u64` that spreads every input bit over
 /// every output bit.
 #[inline]
-fn mix64(z: u64) -> u64 {
+pub(super) fn mix64(z: u64) -> u64 {
     let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -158,7 +158,7 @@ fn bounded(bits: u64, bound: u32) -> u32 {
 /// [`bounded`] for any 64-bit bound (a large `key_space`): the product is taken in 128 bits. The result is
 /// below `bound`, so it fits in `u64`.
 #[inline]
-fn bounded_wide(bits: u64, bound: u64) -> u64 {
+pub(super) fn bounded_wide(bits: u64, bound: u64) -> u64 {
     ((u128::from(bits >> 32) * u128::from(bound)) >> 32) as u64
 }
 
@@ -169,24 +169,24 @@ fn unit_double(bits: u64) -> f64 {
 }
 
 /// A `SplitMix64` stream, drawn exactly like the reference's `Rng`; builds the tables.
-struct SplitMix64 {
+pub(super) struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    fn new(state: u64) -> Self {
+    pub(super) fn new(state: u64) -> Self {
         SplitMix64 { state }
     }
 
     /// The next 64 random bits.
     #[inline]
-    fn next_u64(&mut self) -> u64 {
+    pub(super) fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN);
         mix64(self.state)
     }
 
     /// Uniform in `[0, bound)`, see [`bounded`].
-    fn next_int(&mut self, bound: u32) -> u32 {
+    pub(super) fn next_int(&mut self, bound: u32) -> u32 {
         bounded(self.next_u64(), bound)
     }
 
@@ -327,7 +327,7 @@ pub struct Tables {
     /// The seed the tables were drawn from.
     seed: u64,
     /// 1 MiB of random lowercase letters (ASCII, so every slice is UTF-8); `extra` is a slice of it.
-    pool: Box<[u8]>,
+    pub(super) pool: Box<[u8]>,
     /// `channel-0 .. channel-9999` with their URLs, then the 4 hot channels in the order of [`HOT_CHANNELS`]:
     /// one table, so that choosing between hot and other channels is arithmetic on the index, not a branch.
     channels: Box<[Channel]>,
@@ -365,7 +365,7 @@ impl Tables {
     /// 5e-15; if everything within [`PRICE_FAST_MARGIN`] of it rounds to the same integer, so does the
     /// reference's value, else (rarely: near `n + 0.5`) the reference's own formula decides.
     #[inline]
-    fn price(&self, bits: u64) -> i64 {
+    pub(super) fn price(&self, bits: u64) -> i64 {
         let approx = self.price_approx(bits);
         let low = java_round(approx * (1.0 - PRICE_FAST_MARGIN));
         let high = java_round(approx * (1.0 + PRICE_FAST_MARGIN));

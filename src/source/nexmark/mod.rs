@@ -4,6 +4,7 @@
 //! shard and the stream is the same whatever the number of shards.
 
 pub mod gen;
+pub mod people;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
