@@ -194,6 +194,16 @@ const _: () = assert!(KEY_GROUPS_MAX <= u16::MAX as u32 + 1);
 const _: () = assert!(SHARDS_MAX <= u16::MAX as usize);
 const _: () = assert!(SHARD_SPIN_BEFORE_PARK_US * 1_000 < SHARD_PARK_TIMEOUT_MS * 1_000_000);
 
+/// How often an operator with state TTL brings its clock up to date (wall-clock ms it stamps writes with):
+/// TTLs are minutes to days, so a tenth of a second is exact enough and costs nothing.
+pub const PROCESSING_TICK_MS: i64 = 100;
+
+/// How often an operator sweeps its state for entries past their TTL (besides dropping them when read).
+pub const STATE_TTL_SWEEP_INTERVAL_MS: i64 = 1_000;
+
+/// Entries one TTL sweep looks at: bounds the time a sweep takes from the shard's loop (~microseconds).
+pub const STATE_TTL_SWEEP_ENTRIES: usize = 4_096;
+
 /// Records one GetRecords call asks for: Kinesis' own maximum (fewer calls per record, within the 5 calls/s a
 /// stream shard allows).
 pub const KINESIS_GET_RECORDS_MAX: i32 = 10_000;

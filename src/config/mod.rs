@@ -71,6 +71,8 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     pub sinks: BTreeMap<String, SinkConfig>,
     pub jobs: Vec<JobConfig>,
+    /// `[[views]]`: named SELECTs jobs may read, in config order.
+    pub views: Vec<ViewConfig>,
     /// `[checkpoint]`: absent means no checkpoints.
     pub checkpoint: Option<CheckpointConfig>,
     /// `[mirror]`: where checkpoints are mirrored (needs `[checkpoint]`).
@@ -93,6 +95,9 @@ pub struct RuntimeConfig {
     pub cpus: Vec<usize>,
     pub key_groups: u32,
     pub state_dir: Option<PathBuf>,
+    /// `state_ttl`: how long unbounded operator state (regular joins, unbounded aggregations, Top-N,
+    /// deduplication) lives without being written (Flink's table.exec.state.ttl); none: forever.
+    pub state_ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +188,19 @@ pub struct FileSourceConfig {
 pub struct SinkConfig {
     pub name: String,
     pub connector: SinkConnector,
+    pub format: SinkFormat,
+    /// `primary_key`: the sink is an upsert sink keyed by these output columns (see [`SinkFormat`]).
+    pub primary_key: Option<Vec<String>>,
+}
+
+/// How rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkFormat {
+    /// One JSON object per row: only for append-only results, unless the sink has a primary key (upsert
+    /// mode: inserts and updates write the row, deletes write its key with `"__deleted": true`).
+    Json,
+    /// Flink's debezium-json: `{"before": ..., "after": ..., "op": "c"|"u"|"d"}` per change.
+    DebeziumJson,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +227,16 @@ pub struct JobConfig {
     pub name: String,
     pub sql: String,
     /// Line in the config file where the SQL text starts (1-based), for error positions; 0 if unknown.
+    pub sql_line: usize,
+    /// The job's own state TTL (`state_ttl` in its [[jobs]] entry), over `[runtime] state_ttl`.
+    pub state_ttl_ms: Option<u64>,
+}
+
+/// `[[views]]`: a named SELECT.
+#[derive(Debug, Clone)]
+pub struct ViewConfig {
+    pub name: String,
+    pub sql: String,
     pub sql_line: usize,
 }
 
@@ -245,8 +273,9 @@ impl Config {
             .map(|t| t.and_then(|t| named_tables(t, "sinks", &mut errors, |s, e| sink_config(s, &base, e))));
         let checkpoint = root.table("checkpoint").map(|t| t.map(|t| checkpoint_config(t, &mut errors)));
         let mirror = root.table("mirror").map(|t| t.and_then(|t| mirror::mirror_config(t, &base, &mut errors)));
-        root.allow(&["jobs"]);
+        root.allow(&["jobs", "views"]);
         let jobs = jobs_config(&table, text, &mut errors);
+        let views = views_config(&table, text, &mut errors);
         errors.extend(root.unknown_keys("the config file"));
         let (runtime, sources, sinks) = match (runtime, sources, sinks) {
             (Ok(r), Ok(so), Ok(si)) => (r, so.unwrap_or_default(), si.unwrap_or_default()),
@@ -290,10 +319,18 @@ impl Config {
                 }
             }
         }
+        for (i, v) in views.iter().enumerate() {
+            if sources.keys().any(|s| s.eq_ignore_ascii_case(&v.name)) {
+                errors.push(ConfigError::new(
+                    format!("views[{i}].name"),
+                    format!("`{}` is also a source; give the view another name", v.name),
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Err(fail(errors));
         }
-        Ok(Config { file: file.to_path_buf(), runtime, sources, sinks, jobs, checkpoint, mirror })
+        Ok(Config { file: file.to_path_buf(), runtime, sources, sinks, jobs, views, checkpoint, mirror })
     }
 }
 
@@ -382,8 +419,21 @@ fn runtime_config(table: &toml::Table, base: &Path, errors: &mut Vec<ConfigError
         ));
     }
     let state_dir = collect(s.str("state_dir"), errors).flatten().map(|p| base.join(p));
+    let state_ttl_ms = state_ttl(&mut s, errors);
     errors.extend(s.unknown_keys("[runtime]"));
-    RuntimeConfig { cores, cpus: available.into_iter().take(cores).collect(), key_groups, state_dir }
+    RuntimeConfig { cores, cpus: available.into_iter().take(cores).collect(), key_groups, state_dir, state_ttl_ms }
+}
+
+/// A `state_ttl` duration: at least a second (shorter would forget state between two rows of a key).
+fn state_ttl(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> Option<u64> {
+    match collect(s.duration_us("state_ttl"), errors).flatten() {
+        None => None,
+        Some(us) if us < 1_000_000 => {
+            errors.push(s.error("state_ttl", "must be at least 1s (it is how long a key's state lives unwritten)"));
+            None
+        }
+        Some(us) => Some(us / 1000),
+    }
 }
 
 /// `[checkpoint]`: the interval (required there).
@@ -576,30 +626,39 @@ fn valid_consumer_name(name: &str) -> bool {
 fn sink_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -> Option<SinkConfig> {
     let name = s.path().trim_start_matches("sinks.").to_string();
     let connector = collect(s.required_str("connector", "\"file\""), errors)?;
-    let mut format = || {
-        let format = collect(s.str("format"), errors).flatten().unwrap_or("json");
-        if format != "json" {
-            errors.push(s.error("format", format!("is `{format}`; only \"json\" (JSON lines) is supported")));
+    let format = match collect(s.str("format"), errors).flatten().unwrap_or("json") {
+        "json" => SinkFormat::Json,
+        "debezium-json" => SinkFormat::DebeziumJson,
+        other => {
+            errors.push(s.error(
+                "format",
+                format!("is `{other}`; use \"json\" (JSON lines) or \"debezium-json\" (a changelog)"),
+            ));
+            SinkFormat::Json
         }
     };
+    let primary_key = collect(s.str("primary_key"), errors).flatten().map(|k| {
+        k.split(',').map(|c| c.trim().trim_matches('`').to_string()).filter(|c| !c.is_empty()).collect::<Vec<_>>()
+    });
+    if primary_key.as_ref().is_some_and(Vec::is_empty) {
+        errors.push(s.error("primary_key", "names no column; write the output columns that key the rows, e.g. \"k\""));
+    }
+    if primary_key.is_some() && format == SinkFormat::DebeziumJson {
+        errors.push(
+            s.error("primary_key", "is for upsert sinks (format = \"json\"); a debezium-json sink writes every change"),
+        );
+    }
     let connector = match connector {
-        "file" => {
-            format();
-            match collect(s.required_str("path", "\"output/out\""), errors) {
-                Some(path) => SinkConnector::File { path: base.join(path) },
-                None => {
-                    errors.extend(s.unknown_keys("a file sink"));
-                    return None;
-                }
+        "file" => match collect(s.required_str("path", "\"output/out\""), errors) {
+            Some(path) => SinkConnector::File { path: base.join(path) },
+            None => {
+                errors.extend(s.unknown_keys("a file sink"));
+                return None;
             }
-        }
-        "stdout" | "print" => {
-            format();
-            SinkConnector::Stdout
-        }
+        },
+        "stdout" | "print" => SinkConnector::Stdout,
         "blackhole" => SinkConnector::Blackhole,
         "kinesis" => {
-            format();
             let at = kinesis_endpoint(&mut s, errors);
             let key = collect(s.required_str("partition_key", "\"symbol\" (a column of the output)"), errors);
             SinkConnector::Kinesis { at: at?, partition_key: key?.to_string() }
@@ -612,8 +671,11 @@ fn sink_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -
             return None;
         }
     };
+    if matches!(connector, SinkConnector::Blackhole) && primary_key.is_some() {
+        errors.push(s.error("primary_key", "does not apply to a blackhole sink"));
+    }
     errors.extend(s.unknown_keys(&format!("a {} sink", connector.name())));
-    Some(SinkConfig { name, connector })
+    Some(SinkConfig { name, connector, format, primary_key })
 }
 
 fn jobs_config(table: &toml::Table, text: &str, errors: &mut Vec<ConfigError>) -> Vec<JobConfig> {
@@ -632,13 +694,48 @@ fn jobs_config(table: &toml::Table, text: &str, errors: &mut Vec<ConfigError>) -
         let mut s = Section::new(path, t);
         let name = collect(s.str("name"), errors).flatten().map_or_else(|| format!("job{i}"), str::to_string);
         let sql = collect(s.required_str("sql", "\"INSERT INTO out SELECT ... FROM ...\""), errors);
+        let state_ttl_ms = state_ttl(&mut s, errors);
         errors.extend(s.unknown_keys("a job"));
         if out.iter().any(|j| j.name == name) {
             errors.push(s.error("name", format!("`{name}` is used by two jobs; give each job its own name")));
         }
         if let Some(sql) = sql {
-            out.push(JobConfig { name, sql: sql.to_string(), sql_line: find_sql_line(text, sql) });
+            out.push(JobConfig { name, sql: sql.to_string(), sql_line: find_sql_line(text, sql), state_ttl_ms });
         }
+    }
+    out
+}
+
+fn views_config(table: &toml::Table, text: &str, errors: &mut Vec<ConfigError>) -> Vec<ViewConfig> {
+    let Some(views) = table.get("views") else { return Vec::new() };
+    let Some(views) = views.as_array() else {
+        errors.push(ConfigError::new("views", "must be an array of tables: write each view as [[views]]"));
+        return Vec::new();
+    };
+    let mut out: Vec<ViewConfig> = Vec::new();
+    for (i, view) in views.iter().enumerate() {
+        let path = format!("views[{i}]");
+        let Some(t) = view.as_table() else {
+            errors.push(ConfigError::new(path, "must be a table with `name` and `sql`"));
+            continue;
+        };
+        let mut s = Section::new(path, t);
+        let name = collect(s.required_str("name", "\"big_bids\""), errors);
+        let sql = collect(s.required_str("sql", "\"SELECT ... FROM ...\""), errors);
+        errors.extend(s.unknown_keys("a view"));
+        let (Some(name), Some(sql)) = (name, sql) else { continue };
+        let valid = name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if !valid {
+            errors.push(s.error(
+                "name",
+                format!("`{name}` is not a SQL name: letters, digits and _, not starting with a digit"),
+            ));
+        }
+        if out.iter().any(|v| v.name.eq_ignore_ascii_case(name)) {
+            errors.push(s.error("name", format!("`{name}` is used by two views; give each its own name")));
+        }
+        out.push(ViewConfig { name: name.to_string(), sql: sql.to_string(), sql_line: find_sql_line(text, sql) });
     }
     out
 }

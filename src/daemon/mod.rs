@@ -31,7 +31,7 @@ use crate::sink::file::settle_parts;
 use crate::source::SplitPosition;
 use crate::sql::physical::{Distribution, NodeOp};
 use crate::sql::plan::TableInfo;
-use crate::sql::{parse_watermark, plan_job, JobPlan, WatermarkSpec};
+use crate::sql::{parse_watermark, JobPlan, WatermarkSpec};
 use mirror::MirrorRun;
 
 /// Why the daemon stopped; each maps to an exit code.
@@ -64,6 +64,8 @@ impl std::fmt::Display for DaemonError {
 pub struct Prepared {
     pub config: Config,
     pub jobs: Vec<PreparedJob>,
+    /// What planning noticed that runs but that a user should know.
+    pub warnings: Vec<String>,
     /// Each source's watermark, as declared.
     pub watermarks: BTreeMap<String, Option<WatermarkSpec>>,
 }
@@ -97,16 +99,37 @@ pub fn prepare(file: &Path) -> Result<Prepared, DaemonError> {
         return Err(DaemonError::Config(errors.join("\n")));
     }
     let sinks: Vec<String> = config.sinks.keys().cloned().collect();
+    let views: BTreeMap<String, String> = config.views.iter().map(|v| (v.name.clone(), v.sql.clone())).collect();
     let mut jobs = Vec::new();
+    let mut warnings = Vec::new();
     for (i, job) in config.jobs.iter().enumerate() {
-        match plan_job(&job.sql, &tables, &sinks) {
-            Ok(plan) => jobs.push(PreparedJob { name: job.name.clone(), plan }),
+        let ttl = job.state_ttl_ms.or(config.runtime.state_ttl_ms).map(|t| t as i64);
+        let catalog = crate::sql::Catalog { tables: &tables, views: &views, sinks: &sinks, state_ttl_ms: ttl };
+        // Where an error of the job's SQL (or of a view it reads) is in the config file.
+        let config_line = |e: &crate::sql::SqlError| {
+            let start = config
+                .views
+                .iter()
+                .find(|v| e.message.starts_with(&format!("in view `{}`", v.name)))
+                .map_or(job.sql_line, |v| v.sql_line);
+            if e.line > 0 && start > 0 {
+                format!(" (line {} of the config file)", start as u64 + e.line - 1)
+            } else {
+                String::new()
+            }
+        };
+        match crate::sql::plan_job_with(&job.sql, &catalog) {
+            Ok(planned) => {
+                for w in planned.warnings {
+                    warnings.push(format!("job `{}`: {w}", job.name));
+                }
+                if let Err(e) = check_sink(&config.sinks[&planned.plan.sink], &planned.plan, &job.name) {
+                    errors.push(format!("{shown}: {e}"));
+                }
+                jobs.push(PreparedJob { name: job.name.clone(), plan: planned.plan });
+            }
             Err(e) => {
-                let at = if e.line > 0 && job.sql_line > 0 {
-                    format!(" (line {} of the config file)", job.sql_line as u64 + e.line - 1)
-                } else {
-                    String::new()
-                };
+                let at = config_line(&e);
                 errors.push(format!("{shown}: jobs[{i}].sql (job `{}`): {e}{at}", job.name));
             }
         }
@@ -115,7 +138,35 @@ pub fn prepare(file: &Path) -> Result<Prepared, DaemonError> {
         return Err(DaemonError::Config(errors.join("\n")));
     }
     let watermarks = tables.into_iter().map(|(name, t)| (name, t.watermark)).collect();
-    Ok(Prepared { config, jobs, watermarks })
+    Ok(Prepared { config, jobs, watermarks, warnings })
+}
+
+/// Checks that a sink can take what a job writes: an updating result needs a changelog format or an upsert
+/// key; an upsert key must be columns of the result.
+fn check_sink(sink: &crate::config::SinkConfig, plan: &JobPlan, job: &str) -> Result<(), String> {
+    let cols: Vec<&str> = plan.out_schema.fields.iter().map(|f| f.name.as_str()).collect();
+    if let Some(key) = &sink.primary_key {
+        for k in key {
+            if !cols.iter().any(|c| c.eq_ignore_ascii_case(k)) {
+                return Err(format!(
+                    "sinks.{}.primary_key: `{k}` is not a column of what job `{job}` writes ({})",
+                    sink.name,
+                    cols.join(", ")
+                ));
+            }
+        }
+    }
+    let Some(why) = &plan.updating else { return Ok(()) };
+    let appends_only = sink.format == crate::config::SinkFormat::Json && sink.primary_key.is_none();
+    if appends_only && !matches!(sink.connector, SinkConnector::Blackhole) {
+        return Err(format!(
+            "sinks.{}.format: \"json\" writes inserts only, but the result of job `{job}` is updating: {why} \
+             makes it so. Use format = \"debezium-json\" (a changelog of before/after rows), or keep \"json\" and set \
+             primary_key = \"<columns>\" (an upsert sink)",
+            sink.name
+        ));
+    }
+    Ok(())
 }
 
 /// The physical plan, as `shardflow check` prints it.
@@ -123,6 +174,9 @@ pub fn describe(p: &Prepared) -> String {
     let c = &p.config;
     let mut s = String::new();
     let _ = writeln!(s, "config {}: valid", c.file.display());
+    for w in &p.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
     let _ = writeln!(
         s,
         "runtime: {} shard(s) on CPUs {:?}, {} key groups",
@@ -184,6 +238,58 @@ pub fn describe(p: &Prepared) -> String {
                         w.post
                     )
                 }
+                NodeOp::WindowAssign { spec, .. } => format!("window assignment: {spec}"),
+                NodeOp::GroupAgg(g) => {
+                    let keys: Vec<&str> = g.input.fields[..g.n_keys].iter().map(|f| f.name.as_str()).collect();
+                    let aggs: Vec<&str> = g.aggs.iter().map(|a| a.text.as_str()).collect();
+                    format!(
+                        "group aggregate (updating{}): keys [{}], aggregates [{}]; then {}",
+                        if g.retracting { ", retracting its input" } else { "" },
+                        keys.join(", "),
+                        aggs.join(", "),
+                        g.post
+                    )
+                }
+                NodeOp::Rank(r) => {
+                    let cols = &plan.nodes[node.inputs[0].node].schema;
+                    let name = |c: &usize| cols.fields[*c].name.clone();
+                    let order: Vec<String> = r
+                        .order
+                        .iter()
+                        .map(|(c, asc)| format!("{} {}", name(c), if *asc { "ASC" } else { "DESC" }))
+                        .collect();
+                    let what = match r.kind {
+                        crate::sql::ops::RankKind::TopN => format!("top {}", r.limit),
+                        crate::sql::ops::RankKind::KeepFirst(_) => "deduplication, keep first".to_string(),
+                        crate::sql::ops::RankKind::KeepLast(_) => "deduplication, keep last".to_string(),
+                    };
+                    format!(
+                        "rank: {what}, partition [{}], order [{}]",
+                        r.partition.iter().map(name).collect::<Vec<_>>().join(", "),
+                        order.join(", ")
+                    )
+                }
+                NodeOp::WindowRank(r) => format!("window top {} per window and partition {:?}", r.limit, r.partition),
+                NodeOp::Join(j) => format!(
+                    "{} join, keys {:?} = {:?}{}{}",
+                    j.sides.kind,
+                    j.sides.left_keys,
+                    j.sides.right_keys,
+                    j.sides.residual.as_ref().map_or(String::new(), |r| format!(", where {r}")),
+                    j.ttl_ms.map_or(", no state TTL".to_string(), |t| format!(
+                        ", state TTL {}",
+                        crate::config::duration::format_ms(t)
+                    ))
+                ),
+                NodeOp::IntervalJoin(j) => format!(
+                    "{} interval join, keys {:?} = {:?}, left time - right time in [{} ms, {} ms]",
+                    j.sides.kind, j.sides.left_keys, j.sides.right_keys, j.lower_ms, j.upper_ms
+                ),
+                NodeOp::WindowJoin(j) => format!(
+                    "{} window join on {}, keys {:?} = {:?}",
+                    j.sides.kind, j.spec, j.sides.left_keys, j.sides.right_keys
+                ),
+                NodeOp::Union => "union all".to_string(),
                 NodeOp::Sink => {
                     let target = match &sink.connector {
                         SinkConnector::File { path } => format!("file {} (JSON lines)", path.display()),
@@ -509,6 +615,10 @@ fn file_sink_writers(graph: &JobGraph) -> Vec<(std::path::PathBuf, Vec<String>)>
     out
 }
 
+/// Checkpointing as set up for a run: the control block, the coordinator's acknowledgements, and the epoch
+/// restored (0 for a fresh start).
+type CheckpointSetup = (Arc<CheckpointControl>, crossbeam_channel::Receiver<ShardAck>, u64);
+
 /// Sets up checkpointing: restores the newest checkpoint, if any, settles the sinks' parts to it. Returns
 /// the control block and the epoch restored (0 for a fresh start), or `None` when the restored checkpoint
 /// ended the run (nothing left to do).
@@ -518,7 +628,7 @@ fn prepare_checkpoints(
     cfg: &crate::config::CheckpointConfig,
     from_savepoint: Option<&Path>,
     mirror: Option<Arc<crate::mirror::MirrorProgress>>,
-) -> Result<Option<(Arc<CheckpointControl>, crossbeam_channel::Receiver<ShardAck>, u64)>, DaemonError> {
+) -> Result<Option<CheckpointSetup>, DaemonError> {
     let n = graph.n_shards();
     let b = binding(p);
     let as_daemon_error = |e| match e {
@@ -614,6 +724,11 @@ pub fn run_prepared(
     options: RunOptions,
 ) -> Result<(), DaemonError> {
     let file = prepared.config.file.as_path();
+    if !options.quiet {
+        for w in &prepared.warnings {
+            tracing::warn!("{w}");
+        }
+    }
     let (mut graph, mut kinesis, kinesis_sinks) = build_graph(prepared, options.measure.as_ref())?;
     let mut coordinator = None;
     if from_savepoint.is_some() && prepared.config.checkpoint.is_none() {

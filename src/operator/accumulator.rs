@@ -1,8 +1,12 @@
 //! Aggregate accumulators: incremental (one update per row), mergeable (slices merge into windows, sessions
 //! merge into sessions), with Flink's result rules: COUNT never NULL; SUM, MIN, MAX, AVG NULL over no
 //! non-null input; AVG of an integer type is integer division truncating toward zero, as in Flink.
+//!
+//! Over a changelog input (an unbounded aggregation of an updating query) rows are also *retracted*:
+//! COUNT, SUM and AVG subtract; MIN, MAX and COUNT DISTINCT keep every value with its multiplicity
+//! ([`Acc::new_retracting`]), so that taking the current minimum (or a distinct value) away finds the next.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::record::types::{DataType, Datum, Value};
 use crate::sql::expr::compare;
@@ -24,7 +28,58 @@ pub enum Acc {
     },
     Min(Option<Value>),
     Max(Option<Value>),
+    /// MIN or MAX over a changelog: every value with its multiplicity.
+    MinMax {
+        max: bool,
+        values: Box<BTreeMap<OrdValue, u64>>,
+    },
+    /// COUNT(DISTINCT) over a changelog: every value (encoded) with its multiplicity.
+    DistinctCounts(Box<HashMap<Box<[u8]>, u64>>),
 }
+
+/// A value in a total order (doubles by `total_cmp`; values of different storage by kind), to key a
+/// multiset: SQL comparison among values of one column's type, which is all a multiset holds.
+#[derive(Clone, Debug)]
+pub struct OrdValue(pub Value);
+
+impl OrdValue {
+    fn rank(&self) -> u8 {
+        match self.0 {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) | Value::Double(_) => 2,
+            Value::Str(_) => 3,
+        }
+    }
+}
+
+impl Ord for OrdValue {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (&self.0, &other.0) {
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Double(a), Value::Double(b)) => a.total_cmp(b),
+            (Value::Int(a), Value::Double(b)) => (*a as f64).total_cmp(b),
+            (Value::Double(a), Value::Int(b)) => a.total_cmp(&(*b as f64)),
+            (Value::Str(a), Value::Str(b)) => a.cmp(b),
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
+impl PartialOrd for OrdValue {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for OrdValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for OrdValue {}
 
 impl Acc {
     pub fn new(call: &AggCall) -> Acc {
@@ -36,6 +91,67 @@ impl Acc {
             AggKind::Sum | AggKind::Avg => Acc::SumInt { sum: 0, n: 0 },
             AggKind::Min => Acc::Min(None),
             AggKind::Max => Acc::Max(None),
+        }
+    }
+
+    /// An accumulator that can also take rows away ([`Acc::retract`]): MIN, MAX and COUNT DISTINCT keep
+    /// their values' multiplicities.
+    pub fn new_retracting(call: &AggCall) -> Acc {
+        match call.kind {
+            AggKind::Count if call.distinct => Acc::DistinctCounts(Box::default()),
+            AggKind::Min => Acc::MinMax { max: false, values: Box::default() },
+            AggKind::Max => Acc::MinMax { max: true, values: Box::default() },
+            _ => Acc::new(call),
+        }
+    }
+
+    /// Takes one row's argument away (`None` for COUNT(*)): the row was retracted (update-before, delete).
+    pub fn retract(&mut self, arg: Option<Datum<'_>>, scratch: &mut Vec<u8>) {
+        let d = match arg {
+            None => {
+                if let Acc::Count(n) = self {
+                    *n -= 1;
+                }
+                return;
+            }
+            Some(Datum::Null) => return,
+            Some(d) => d,
+        };
+        match self {
+            Acc::Count(n) => *n -= 1,
+            Acc::SumInt { sum, n } => {
+                if let Datum::Int(v) = d {
+                    *sum = sum.wrapping_sub(v);
+                    *n -= 1;
+                }
+            }
+            Acc::SumDouble { sum, n } => {
+                if let Some(v) = crate::sql::expr::as_f64(&d) {
+                    *sum -= v;
+                    *n -= 1;
+                }
+            }
+            Acc::MinMax { values, .. } => {
+                let key = OrdValue(d.to_value());
+                if let Some(c) = values.get_mut(&key) {
+                    *c -= 1;
+                    if *c == 0 {
+                        values.remove(&key);
+                    }
+                }
+            }
+            Acc::DistinctCounts(counts) => {
+                scratch.clear();
+                super::key::encode_datum(&d, scratch);
+                if let Some(c) = counts.get_mut(scratch.as_slice()) {
+                    *c -= 1;
+                    if *c == 0 {
+                        counts.remove(scratch.as_slice());
+                    }
+                }
+            }
+            // Append-only accumulators are only built for inputs without retractions.
+            Acc::CountDistinct(_) | Acc::Min(_) | Acc::Max(_) => {}
         }
     }
 
@@ -75,6 +191,17 @@ impl Acc {
             }
             Acc::Min(cur) => keep_if(cur, d, std::cmp::Ordering::Less),
             Acc::Max(cur) => keep_if(cur, d, std::cmp::Ordering::Greater),
+            Acc::MinMax { values, .. } => *values.entry(OrdValue(d.to_value())).or_insert(0) += 1,
+            Acc::DistinctCounts(counts) => {
+                scratch.clear();
+                super::key::encode_datum(&d, scratch);
+                match counts.get_mut(scratch.as_slice()) {
+                    Some(c) => *c += 1,
+                    None => {
+                        counts.insert(scratch.as_slice().into(), 1);
+                    }
+                }
+            }
         }
     }
 
@@ -94,6 +221,16 @@ impl Acc {
             (Acc::Min(a), Acc::Min(Some(b))) => keep_if(a, b.as_datum(), std::cmp::Ordering::Less),
             (Acc::Max(a), Acc::Max(Some(b))) => keep_if(a, b.as_datum(), std::cmp::Ordering::Greater),
             (Acc::Min(_) | Acc::Max(_), _) => {}
+            (Acc::MinMax { values: a, .. }, Acc::MinMax { values: b, .. }) => {
+                for (v, n) in b.iter() {
+                    *a.entry(v.clone()).or_insert(0) += n;
+                }
+            }
+            (Acc::DistinctCounts(a), Acc::DistinctCounts(b)) => {
+                for (v, n) in b.iter() {
+                    *a.entry(v.clone()).or_insert(0) += n;
+                }
+            }
             (a, b) => panic!("merging different aggregates {a:?} and {b:?}"),
         }
     }
@@ -110,6 +247,9 @@ impl Acc {
             Acc::SumDouble { sum, n } if avg => Datum::Double(sum / *n as f64),
             Acc::SumDouble { sum, .. } => Datum::Double(*sum),
             Acc::Min(v) | Acc::Max(v) => v.as_ref().map_or(Datum::Null, Value::as_datum),
+            Acc::MinMax { max: false, values } => values.keys().next().map_or(Datum::Null, |v| v.0.as_datum()),
+            Acc::MinMax { max: true, values } => values.keys().next_back().map_or(Datum::Null, |v| v.0.as_datum()),
+            Acc::DistinctCounts(counts) => Datum::Int(counts.len() as i64),
         }
     }
 }
@@ -143,7 +283,9 @@ pub fn merge_rows(into: &mut AccRow, from: &AccRow) {
 // A row of accumulators is encoded as the accumulators in order, each a tag byte and its fields, integers
 // little endian: 1 COUNT n:i64; 2 COUNT DISTINCT count:u32 then count × (len:u32, bytes); 3 SUM/AVG of
 // integers sum:i64 n:i64; 4 SUM/AVG of doubles sum:f64-bits n:i64; 5 MIN and 6 MAX, each a value:
-// 0 none, 1 NULL, 2 integer i64, 3 double f64-bits, 4 boolean u8, 5 string (len:u32, bytes).
+// 0 none, 1 NULL, 2 integer i64, 3 double f64-bits, 4 boolean u8, 5 string (len:u32, bytes); 7 MIN/MAX over a
+// changelog: max u8, count:u32, then count × (value, multiplicity u64); 8 COUNT(DISTINCT) over a changelog:
+// count:u32, then count × (len:u32, bytes, multiplicity u64).
 
 const ACC_COUNT: u8 = 1;
 const ACC_COUNT_DISTINCT: u8 = 2;
@@ -151,6 +293,8 @@ const ACC_SUM_INT: u8 = 3;
 const ACC_SUM_DOUBLE: u8 = 4;
 const ACC_MIN: u8 = 5;
 const ACC_MAX: u8 = 6;
+const ACC_MIN_MAX_MULTISET: u8 = 7;
+const ACC_DISTINCT_COUNTS: u8 = 8;
 
 fn put_bytes(b: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -212,6 +356,23 @@ pub fn encode_accs(accs: &[Acc], out: &mut Vec<u8>) {
             Acc::Max(v) => {
                 out.push(ACC_MAX);
                 encode_value(v, out);
+            }
+            Acc::MinMax { max, values } => {
+                out.push(ACC_MIN_MAX_MULTISET);
+                out.push(u8::from(*max));
+                out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+                for (v, n) in values.iter() {
+                    encode_value(&Some(v.0.clone()), out);
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+            Acc::DistinctCounts(counts) => {
+                out.push(ACC_DISTINCT_COUNTS);
+                out.extend_from_slice(&(counts.len() as u32).to_le_bytes());
+                for (v, n) in counts.iter() {
+                    put_bytes(v, out);
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
             }
         }
     }
@@ -275,7 +436,32 @@ pub fn decode_accs_into(bytes: &[u8], calls: &[AggCall], row: &mut Vec<Acc>) -> 
 
 fn decode_accs_prefix<'a>(r: &mut Reader<'a>, calls: &[AggCall], row: &mut Vec<Acc>) -> Result<&'a [u8], String> {
     for call in calls {
-        let acc = match (r.u8()?, Acc::new(call)) {
+        let tag = r.u8()?;
+        let acc = match (tag, call.kind) {
+            (ACC_MIN_MAX_MULTISET, AggKind::Min | AggKind::Max) => {
+                let max = r.u8()? != 0;
+                let n = r.u32()?;
+                let mut values = BTreeMap::new();
+                for _ in 0..n {
+                    let v = r.value()?.ok_or("a multiset value is missing")?;
+                    values.insert(OrdValue(v), r.i64()? as u64);
+                }
+                row.push(Acc::MinMax { max, values: Box::new(values) });
+                continue;
+            }
+            (ACC_DISTINCT_COUNTS, AggKind::Count) if call.distinct => {
+                let n = r.u32()?;
+                let mut counts = HashMap::new();
+                for _ in 0..n {
+                    let v: Box<[u8]> = r.bytes()?.into();
+                    counts.insert(v, r.i64()? as u64);
+                }
+                row.push(Acc::DistinctCounts(Box::new(counts)));
+                continue;
+            }
+            _ => (tag, Acc::new(call)),
+        };
+        let acc = match acc {
             (ACC_COUNT, Acc::Count(_)) => Acc::Count(r.i64()?),
             (ACC_COUNT_DISTINCT, Acc::CountDistinct(mut set)) => {
                 let n = r.u32()?;

@@ -55,7 +55,8 @@ mod tests {
     use super::*;
     use crate::record::types::{DataType, Storage};
     use crate::record::{Datum, Schema};
-    use crate::sql::plan::{plan_job, TableInfo};
+    use crate::sql::plan::TableInfo;
+    use crate::sql::plan_job;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 

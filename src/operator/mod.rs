@@ -9,9 +9,15 @@
 
 pub mod accumulator;
 pub mod calc;
+pub mod group_agg;
+pub mod join;
 pub mod key;
 pub mod keyed;
+pub mod rank;
+pub mod row;
+pub mod union;
 pub mod window_agg;
+pub mod window_assign;
 
 use crate::constants::{BATCH_BYTES_MAX, EXCHANGE_BATCH_ROWS_MAX};
 use crate::record::{BatchBuf, BatchBuilder, DataType};

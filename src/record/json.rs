@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::batch::{BatchBuilder, BatchView};
+use super::batch::{BatchBuilder, BatchView, RowKind};
 use super::timestamp::{parse_timestamp, write_timestamp};
 use super::types::{DataType, Schema};
 
@@ -284,9 +284,19 @@ impl JsonEncoder {
 
     /// Appends row `row` of `view` as one JSON line (with its newline) to `out`.
     pub fn encode_row(&self, view: &BatchView<'_>, row: usize, out: &mut Vec<u8>) {
+        self.encode_object(view, row, None, out);
+        out.push(b'\n');
+    }
+
+    /// Appends row `row` of `view` as a JSON object (no newline); only columns `only`, if given.
+    pub fn encode_object(&self, view: &BatchView<'_>, row: usize, only: Option<&[usize]>, out: &mut Vec<u8>) {
         out.push(b'{');
+        let mut first = true;
         for (col, key) in self.keys.iter().enumerate() {
-            if col > 0 {
+            if only.is_some_and(|o| !o.contains(&col)) {
+                continue;
+            }
+            if !std::mem::replace(&mut first, false) {
                 out.push(b',');
             }
             out.extend_from_slice(key);
@@ -308,7 +318,96 @@ impl JsonEncoder {
                 DataType::Varchar => write_json_string(view.str(col, row), out),
             }
         }
-        out.extend_from_slice(b"}\n");
+        out.push(b'}');
+    }
+}
+
+/// How a sink writes rows with their kinds (see `config::SinkFormat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeMode {
+    /// One JSON object per row (inserts only: the planner refuses an updating result for this mode).
+    Append,
+    /// Flink's debezium-json: `{"before": ..., "after": ..., "op": "c"|"u"|"d"}`; an update-before followed by
+    /// its update-after is one `"u"`.
+    Debezium,
+    /// Upserts by these key columns: inserts and updates write the row, deletes write the key with
+    /// `"__deleted": true`, update-befores are dropped.
+    Upsert(Vec<usize>),
+}
+
+/// Encodes a sink's rows as lines, by [`ChangeMode`].
+pub struct ChangeEncoder {
+    json: JsonEncoder,
+    mode: ChangeMode,
+    /// An update-before waiting for its update-after (debezium), as a JSON object.
+    before: Option<Vec<u8>>,
+}
+
+impl ChangeEncoder {
+    pub fn new(schema: &Schema, mode: ChangeMode) -> ChangeEncoder {
+        ChangeEncoder { json: JsonEncoder::new(schema), mode, before: None }
+    }
+
+    /// Appends the line(s) for row `row` of `view` (none for a row held back or dropped).
+    pub fn encode(&mut self, view: &BatchView<'_>, row: usize, out: &mut Vec<u8>) {
+        let kind = view.kind(row);
+        match &self.mode {
+            ChangeMode::Append => self.json.encode_row(view, row, out),
+            ChangeMode::Upsert(key) => match kind {
+                RowKind::Insert | RowKind::UpdateAfter => self.json.encode_row(view, row, out),
+                RowKind::UpdateBefore => {}
+                RowKind::Delete => {
+                    self.json.encode_object(view, row, Some(key), out);
+                    out.pop();
+                    out.extend_from_slice(b",\"__deleted\":true}\n");
+                }
+            },
+            ChangeMode::Debezium => {
+                if kind != RowKind::UpdateAfter {
+                    self.finish(out);
+                }
+                match kind {
+                    RowKind::UpdateBefore => {
+                        let mut b = Vec::new();
+                        self.json.encode_object(view, row, None, &mut b);
+                        self.before = Some(b);
+                    }
+                    RowKind::Insert | RowKind::UpdateAfter => {
+                        let before = self.before.take();
+                        out.extend_from_slice(b"{\"before\":");
+                        match &before {
+                            Some(b) => out.extend_from_slice(b),
+                            None => out.extend_from_slice(b"null"),
+                        }
+                        out.extend_from_slice(b",\"after\":");
+                        self.json.encode_object(view, row, None, out);
+                        let op: &[u8] = if before.is_some() { b"u" } else { b"c" };
+                        out.extend_from_slice(b",\"op\":\"");
+                        out.extend_from_slice(op);
+                        out.extend_from_slice(b"\"}\n");
+                    }
+                    RowKind::Delete => {
+                        out.extend_from_slice(b"{\"before\":");
+                        self.json.encode_object(view, row, None, out);
+                        out.extend_from_slice(b",\"after\":null,\"op\":\"d\"}\n");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends what is held back: an update-before without its update-after is a delete.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(b) = self.before.take() {
+            out.extend_from_slice(b"{\"before\":");
+            out.extend_from_slice(&b);
+            out.extend_from_slice(b",\"after\":null,\"op\":\"d\"}\n");
+        }
+    }
+
+    /// True when a row is held back.
+    pub fn holds(&self) -> bool {
+        self.before.is_some()
     }
 }
 

@@ -182,6 +182,10 @@ pub enum Value {
 }
 
 impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
     pub fn as_datum(&self) -> Datum<'_> {
         match self {
             Value::Null => Datum::Null,

@@ -186,9 +186,19 @@ pub struct JobInstance {
 }
 
 fn make_operator(op: &NodeOp, w: &Wiring) -> Option<Box<dyn Operator>> {
+    let kgs = w.routing.key_groups();
+    use crate::operator::{group_agg, join, rank, union, window_assign};
     match op {
         NodeOp::Scan { .. } | NodeOp::Sink => None,
         NodeOp::Calc(c) => Some(Box::new(CalcOp::new(c))),
+        NodeOp::WindowAssign { spec, time_col } => Some(Box::new(window_assign::WindowAssigner::new(*spec, *time_col))),
+        NodeOp::GroupAgg(g) => Some(Box::new(group_agg::GroupAggregator::new(g, kgs))),
+        NodeOp::Rank(r) => Some(Box::new(rank::Ranker::new(r, kgs))),
+        NodeOp::WindowRank(r) => Some(Box::new(rank::WindowRanker::new(r, kgs))),
+        NodeOp::Join(j) => Some(Box::new(join::RegularJoin::new(j, kgs))),
+        NodeOp::IntervalJoin(j) => Some(Box::new(join::IntervalJoin::new(j, kgs))),
+        NodeOp::WindowJoin(j) => Some(Box::new(join::WindowJoin::new(j, kgs))),
+        NodeOp::Union => Some(Box::new(union::UnionOp::default())),
         NodeOp::WindowAgg(p) => {
             let mut agg = WindowAggregator::new(p, w.routing.key_groups());
             if w.window_lineage {

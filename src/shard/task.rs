@@ -120,11 +120,12 @@ fn sink_writer(
     schema: &crate::record::Schema,
     epoch: Option<u64>,
 ) -> SinkWriter {
+    let mode = crate::sink::change_mode(cfg, schema);
     match &cfg.connector {
         crate::config::SinkConnector::File { path } => {
-            SinkWriter::File(Box::new(FileSinkWriter::new(path, writer, shard, schema, epoch)))
+            SinkWriter::File(Box::new(FileSinkWriter::new(path, writer, shard, schema, mode, epoch)))
         }
-        crate::config::SinkConnector::Stdout => SinkWriter::stdout(schema),
+        crate::config::SinkConnector::Stdout => SinkWriter::stdout(schema, mode),
         crate::config::SinkConnector::Blackhole => SinkWriter::Blackhole,
         crate::config::SinkConnector::Kinesis { .. } => {
             unreachable!("a job's Kinesis sink comes with its JobSpec; the daemon refuses Kinesis dead-letter sinks")
@@ -222,6 +223,7 @@ impl ShardTask {
             Some(k) => SinkWriter::Kinesis(Box::new(KinesisSinkWriter::new(
                 &spec.sink.name,
                 out_schema,
+                crate::sink::change_mode(&spec.sink, out_schema),
                 k.partition_key.clone(),
                 k.to_writers[id.idx()].clone(),
                 spec.metrics.bad_records.clone(),

@@ -14,7 +14,7 @@ use glommio::io::BufferedFile;
 
 use super::SinkError;
 use crate::constants::{FILE_SINK_BUFFER_BYTES, FILE_SINK_PART_BYTES_MAX};
-use crate::record::json::JsonEncoder;
+use crate::record::json::{ChangeEncoder, ChangeMode};
 use crate::record::{BatchView, Schema};
 
 /// An open part file. Written with positioned writes (`write_at`), not glommio's stream writer: that one
@@ -58,7 +58,7 @@ pub struct FileSinkWriter {
     dir: PathBuf,
     /// `<writer>-<shard>`: unique per job (or dead-letter source) and shard, so writers never collide.
     prefix: String,
-    encoder: JsonEncoder,
+    encoder: ChangeEncoder,
     buf: Vec<u8>,
     part: Option<OpenPart>,
     next_seq: u64,
@@ -85,11 +85,18 @@ async fn close_part(mut part: OpenPart, tail: Vec<u8>, publish: bool) -> Result<
 
 impl FileSinkWriter {
     /// `epoch`: the first epoch of the run when checkpoints are on, `None` otherwise.
-    pub fn new(dir: &Path, writer: &str, shard: usize, schema: &Schema, epoch: Option<u64>) -> FileSinkWriter {
+    pub fn new(
+        dir: &Path,
+        writer: &str,
+        shard: usize,
+        schema: &Schema,
+        mode: ChangeMode,
+        epoch: Option<u64>,
+    ) -> FileSinkWriter {
         FileSinkWriter {
             dir: dir.to_path_buf(),
             prefix: format!("{writer}-{shard}"),
-            encoder: JsonEncoder::new(schema),
+            encoder: ChangeEncoder::new(schema, mode),
             buf: Vec::with_capacity(FILE_SINK_BUFFER_BYTES),
             part: None,
             next_seq: 0,
@@ -100,7 +107,7 @@ impl FileSinkWriter {
 
     pub async fn write(&mut self, view: &BatchView<'_>) -> Result<(), SinkError> {
         for row in 0..view.n_rows() {
-            self.encoder.encode_row(view, row, &mut self.buf);
+            self.encoder.encode(view, row, &mut self.buf);
             if self.buf.len() >= FILE_SINK_BUFFER_BYTES {
                 self.write_buffer().await?;
             }
@@ -149,6 +156,7 @@ impl FileSinkWriter {
     pub fn roll(&mut self, epoch: u64) -> Option<impl std::future::Future<Output = Result<(), SinkError>> + 'static> {
         let current = self.epoch.replace(epoch + 1)?;
         debug_assert_eq!(current, epoch);
+        self.encoder.finish(&mut self.buf);
         let tail = std::mem::take(&mut self.buf);
         let part = match self.part.take() {
             Some(p) => p,
@@ -197,6 +205,7 @@ impl FileSinkWriter {
         if self.epoch.is_some() {
             return Ok(());
         }
+        self.encoder.finish(&mut self.buf);
         self.write_buffer().await?;
         match self.part.take() {
             Some(part) => close_part(part, Vec::new(), true).await,

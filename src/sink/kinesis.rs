@@ -18,7 +18,7 @@ use tokio::sync::mpsc::Sender;
 use super::SinkError;
 use crate::constants::{KINESIS_RECORD_BYTES_MAX, KINESIS_SINK_BATCH_ROWS};
 use crate::kinesis::sink::{Flush, OutRecord, ToKinesis};
-use crate::record::json::{write_json_double, JsonEncoder};
+use crate::record::json::{write_json_double, ChangeEncoder, ChangeMode};
 use crate::record::timestamp::write_timestamp;
 use crate::record::types::{DataType, Datum};
 use crate::record::{BatchView, Schema};
@@ -32,7 +32,10 @@ const PARTITION_KEY_MAX: usize = 256;
 
 pub struct KinesisSinkWriter {
     name: String,
-    encoder: JsonEncoder,
+    encoder: ChangeEncoder,
+    /// The partition key of an update-before the encoder holds (it becomes a record of its own if no
+    /// update-after follows).
+    held_key: Option<String>,
     partition_key: Expr,
     tx: Sender<ToKinesis>,
     batch: Vec<OutRecord>,
@@ -42,10 +45,18 @@ pub struct KinesisSinkWriter {
 
 impl KinesisSinkWriter {
     /// `partition_key`, bound over the output schema, gives each record's partition key.
-    pub fn new(name: &str, schema: &Schema, partition_key: Expr, tx: Sender<ToKinesis>, bad: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        name: &str,
+        schema: &Schema,
+        mode: ChangeMode,
+        partition_key: Expr,
+        tx: Sender<ToKinesis>,
+        bad: Arc<AtomicU64>,
+    ) -> Self {
         KinesisSinkWriter {
             name: name.to_string(),
-            encoder: JsonEncoder::new(schema),
+            encoder: ChangeEncoder::new(schema, mode),
+            held_key: None,
             partition_key,
             tx,
             batch: Vec::with_capacity(KINESIS_SINK_BATCH_ROWS),
@@ -59,7 +70,8 @@ impl KinesisSinkWriter {
         let mut key = Vec::new();
         for row in 0..view.n_rows() {
             data.clear();
-            self.encoder.encode_row(view, row, &mut data);
+            let held = self.encoder.holds();
+            self.encoder.encode(view, row, &mut data);
             if data.last() == Some(&b'\n') {
                 data.pop();
             }
@@ -75,6 +87,20 @@ impl KinesisSinkWriter {
                 Datum::Bool(b) => key.extend_from_slice(if b { b"true" } else { b"false" }),
             }
             let key = String::from_utf8_lossy(&key).into_owned();
+            if data.is_empty() {
+                // Held back (an update-before waiting for its update-after) or dropped (upsert mode).
+                if self.encoder.holds() {
+                    self.held_key = Some(key);
+                }
+                continue;
+            }
+            if held && data.iter().filter(|b| **b == b'\n').count() == 1 {
+                // The held update-before became a delete of its own, before this row's record.
+                let (first, rest) = data.split_at(data.iter().position(|b| *b == b'\n').expect("counted") + 1);
+                let k = self.held_key.take().unwrap_or_else(|| key.clone());
+                self.batch.push(OutRecord { partition_key: k, data: first[..first.len() - 1].to_vec() });
+                data = rest.to_vec();
+            }
             let problem = if key.is_empty() {
                 Some("its partition key is NULL or empty".to_string())
             } else if key.chars().count() > PARTITION_KEY_MAX {
@@ -132,6 +158,12 @@ impl KinesisSinkWriter {
 
     /// Sends what is gathered and a flush; returns the wait for the flush (every record so far stored).
     pub async fn flush(&mut self) -> Result<impl std::future::Future<Output = Result<(), SinkError>>, SinkError> {
+        let mut data = Vec::new();
+        self.encoder.finish(&mut data);
+        if let (false, Some(key)) = (data.is_empty(), self.held_key.take()) {
+            data.pop();
+            self.batch.push(OutRecord { partition_key: key, data });
+        }
         self.send_batch().await?;
         let flush = Arc::new(Flush::default());
         self.send(ToKinesis::Flush(flush.clone())).await?;

@@ -14,7 +14,7 @@ pub mod kinesis;
 use std::fmt;
 use std::io::Write;
 
-use crate::record::json::JsonEncoder;
+use crate::record::json::{ChangeEncoder, ChangeMode};
 use crate::record::{BatchView, Schema};
 
 #[derive(Debug, Clone)]
@@ -31,16 +31,27 @@ impl fmt::Display for SinkError {
 
 impl std::error::Error for SinkError {}
 
+/// How a sink writes what a job produces: its format and primary key, over the job's output columns.
+pub fn change_mode(cfg: &crate::config::SinkConfig, schema: &Schema) -> ChangeMode {
+    match (cfg.format, &cfg.primary_key) {
+        (crate::config::SinkFormat::DebeziumJson, _) => ChangeMode::Debezium,
+        (crate::config::SinkFormat::Json, None) => ChangeMode::Append,
+        (crate::config::SinkFormat::Json, Some(key)) => ChangeMode::Upsert(
+            key.iter().filter_map(|k| schema.fields.iter().position(|f| f.name.eq_ignore_ascii_case(k))).collect(),
+        ),
+    }
+}
+
 pub enum SinkWriter {
     File(Box<file::FileSinkWriter>),
-    Stdout { encoder: JsonEncoder, buf: Vec<u8> },
+    Stdout { encoder: ChangeEncoder, buf: Vec<u8> },
     Blackhole,
     Kinesis(Box<kinesis::KinesisSinkWriter>),
 }
 
 impl SinkWriter {
-    pub fn stdout(schema: &Schema) -> SinkWriter {
-        SinkWriter::Stdout { encoder: JsonEncoder::new(schema), buf: Vec::new() }
+    pub fn stdout(schema: &Schema, mode: ChangeMode) -> SinkWriter {
+        SinkWriter::Stdout { encoder: ChangeEncoder::new(schema, mode), buf: Vec::new() }
     }
 
     /// Writes every row of a batch.
@@ -50,7 +61,7 @@ impl SinkWriter {
             SinkWriter::Stdout { encoder, buf } => {
                 buf.clear();
                 for row in 0..view.n_rows() {
-                    encoder.encode_row(view, row, buf);
+                    encoder.encode(view, row, buf);
                 }
                 // Standard output is a terminal or a pipe: a short blocking write, batched per call.
                 let mut out = std::io::stdout().lock();
@@ -92,6 +103,15 @@ impl SinkWriter {
     /// Makes everything written so far visible and releases the writer.
     pub async fn close(self) -> Result<(), SinkError> {
         match self {
+            SinkWriter::Stdout { mut encoder, mut buf } => {
+                buf.clear();
+                encoder.finish(&mut buf);
+                let mut out = std::io::stdout().lock();
+                out.write_all(&buf).and_then(|_| out.flush()).map_err(|e| SinkError {
+                    retryable: false,
+                    message: format!("writing to standard output failed: {e}"),
+                })
+            }
             SinkWriter::File(f) => f.close().await,
             SinkWriter::Kinesis(mut k) => k.flush().await?.await,
             _ => Ok(()),

@@ -194,6 +194,42 @@ fn utf8_char_len(s: &[u8]) -> Option<usize> {
     )
 }
 
+/// A row an expression is evaluated on: a row of a batch, or a row of owned values.
+pub trait RowRef<'a>: Copy {
+    fn datum(&self, col: usize) -> Datum<'a>;
+}
+
+impl<'a> RowRef<'a> for (BatchView<'a>, usize) {
+    #[inline]
+    fn datum(&self, col: usize) -> Datum<'a> {
+        self.0.datum(col, self.1)
+    }
+}
+
+impl<'a> RowRef<'a> for &'a [crate::record::Value] {
+    #[inline]
+    fn datum(&self, col: usize) -> Datum<'a> {
+        self[col].as_datum()
+    }
+}
+
+/// A joined row: the left side's values, then the right side's.
+#[derive(Clone, Copy)]
+pub struct Joined<'a> {
+    pub left: &'a [crate::record::Value],
+    pub right: &'a [crate::record::Value],
+}
+
+impl<'a> RowRef<'a> for Joined<'a> {
+    #[inline]
+    fn datum(&self, col: usize) -> Datum<'a> {
+        match self.left.get(col) {
+            Some(v) => v.as_datum(),
+            None => self.right[col - self.left.len()].as_datum(),
+        }
+    }
+}
+
 /// A bound, typed expression.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
@@ -224,6 +260,70 @@ impl Expr {
         }
     }
 
+    /// `a AND b`.
+    pub fn and(a: Expr, b: Expr) -> Expr {
+        Expr::Binary { op: BinOp::And, left: Box::new(a), right: Box::new(b), ty: DataType::Boolean }
+    }
+
+    /// The same expression with every column replaced by what `f` gives for it (index, name, type).
+    pub fn map_columns(&self, f: &dyn Fn(usize, &str, DataType) -> Expr) -> Expr {
+        let m = |e: &Expr| Box::new(e.map_columns(f));
+        match self {
+            Expr::Column { idx, name, ty } => f(*idx, name, *ty),
+            Expr::Literal { .. } => self.clone(),
+            Expr::Binary { op, left, right, ty } => Expr::Binary { op: *op, left: m(left), right: m(right), ty: *ty },
+            Expr::Not(x) => Expr::Not(m(x)),
+            Expr::Neg(x) => Expr::Neg(m(x)),
+            Expr::IsNull { expr, negated } => Expr::IsNull { expr: m(expr), negated: *negated },
+            Expr::Like { expr, pattern, negated } => {
+                Expr::Like { expr: m(expr), pattern: pattern.clone(), negated: *negated }
+            }
+            Expr::InList { expr, list, negated } => {
+                Expr::InList { expr: m(expr), list: list.iter().map(|x| x.map_columns(f)).collect(), negated: *negated }
+            }
+            Expr::Between { expr, low, high, negated } => {
+                Expr::Between { expr: m(expr), low: m(low), high: m(high), negated: *negated }
+            }
+            Expr::Case { operand, whens, otherwise, ty } => Expr::Case {
+                operand: operand.as_ref().map(|o| m(o)),
+                whens: whens.iter().map(|(w, t)| (w.map_columns(f), t.map_columns(f))).collect(),
+                otherwise: otherwise.as_ref().map(|o| m(o)),
+                ty: *ty,
+            },
+            Expr::Cast { expr, to } => Expr::Cast { expr: m(expr), to: *to },
+            Expr::Call { func, args, ty } => {
+                Expr::Call { func: *func, args: args.iter().map(|x| x.map_columns(f)).collect(), ty: *ty }
+            }
+        }
+    }
+
+    /// The same expression over the rows `cols` computes: column `i` becomes `cols[i]`.
+    pub fn substitute(&self, cols: &[Expr]) -> Expr {
+        self.map_columns(&|idx, _, _| cols[idx].clone())
+    }
+
+    /// The same expression with every column index moved by `by` (a side of a join, within the joined row).
+    pub fn shift(&self, by: isize) -> Expr {
+        self.map_columns(&|idx, name, ty| Expr::Column {
+            idx: (idx as isize + by) as usize,
+            name: name.to_string(),
+            ty,
+        })
+    }
+
+    /// The columns the expression reads, in order, once each.
+    pub fn columns(&self) -> Vec<usize> {
+        let seen = std::cell::RefCell::new(Vec::new());
+        self.map_columns(&|idx, name, ty| {
+            let mut s = seen.borrow_mut();
+            if !s.contains(&idx) {
+                s.push(idx);
+            }
+            Expr::Column { idx, name: name.to_string(), ty }
+        });
+        seen.into_inner()
+    }
+
     /// The column this expression reads directly, if it is a bare column.
     pub fn as_column(&self) -> Option<usize> {
         match self {
@@ -233,33 +333,40 @@ impl Expr {
     }
 
     /// Evaluates the expression on row `row` of `view`.
+    #[inline]
     pub fn eval<'a>(&'a self, view: &BatchView<'a>, row: usize) -> Datum<'a> {
+        self.eval_row((*view, row))
+    }
+
+    /// Evaluates the expression on a row: of a batch, or of owned values (a joined row in an operator's
+    /// state).
+    pub fn eval_row<'a, R: RowRef<'a>>(&'a self, r: R) -> Datum<'a> {
         match self {
-            Expr::Column { idx, .. } => view.datum(*idx, row),
+            Expr::Column { idx, .. } => r.datum(*idx),
             Expr::Literal { value, .. } => value.as_datum(),
-            Expr::Binary { op, left, right, ty } => eval_binary(*op, *ty, left, right, view, row),
-            Expr::Not(e) => match e.eval(view, row) {
+            Expr::Binary { op, left, right, ty } => eval_binary(*op, *ty, left, right, r),
+            Expr::Not(e) => match e.eval_row(r) {
                 Datum::Bool(b) => Datum::Bool(!b),
                 _ => Datum::Null,
             },
-            Expr::Neg(e) => match e.eval(view, row) {
+            Expr::Neg(e) => match e.eval_row(r) {
                 Datum::Int(v) => Datum::Int(wrap(v.wrapping_neg(), e.ty())),
                 Datum::Double(v) => Datum::Double(-v),
                 _ => Datum::Null,
             },
-            Expr::IsNull { expr, negated } => Datum::Bool(expr.eval(view, row).is_null() != *negated),
-            Expr::Like { expr, pattern, negated } => match expr.eval(view, row).as_bytes() {
+            Expr::IsNull { expr, negated } => Datum::Bool(expr.eval_row(r).is_null() != *negated),
+            Expr::Like { expr, pattern, negated } => match expr.eval_row(r).as_bytes() {
                 Some(s) => Datum::Bool(pattern.matches(s) != *negated),
                 None => Datum::Null,
             },
             Expr::InList { expr, list, negated } => {
-                let v = expr.eval(view, row);
+                let v = expr.eval_row(r);
                 if v.is_null() {
                     return Datum::Null;
                 }
                 let mut saw_null = false;
                 for item in list {
-                    match compare(&v, &item.eval(view, row)) {
+                    match compare(&v, &item.eval_row(r)) {
                         Some(std::cmp::Ordering::Equal) => return Datum::Bool(!negated),
                         None => saw_null = true,
                         _ => {}
@@ -272,29 +379,29 @@ impl Expr {
                 }
             }
             Expr::Between { expr, low, high, negated } => {
-                let v = expr.eval(view, row);
-                let ge = compare(&v, &low.eval(view, row)).map(|o| o.is_ge());
-                let le = compare(&v, &high.eval(view, row)).map(|o| o.is_le());
+                let v = expr.eval_row(r);
+                let ge = compare(&v, &low.eval_row(r)).map(|o| o.is_ge());
+                let le = compare(&v, &high.eval_row(r)).map(|o| o.is_le());
                 match and3(ge, le) {
                     Some(b) => Datum::Bool(b != *negated),
                     None => Datum::Null,
                 }
             }
             Expr::Case { operand, whens, otherwise, ty } => {
-                let subject = operand.as_ref().map(|o| o.eval(view, row));
+                let subject = operand.as_ref().map(|o| o.eval_row(r));
                 for (when, then) in whens {
                     let hit = match &subject {
-                        Some(s) => compare(s, &when.eval(view, row)) == Some(std::cmp::Ordering::Equal),
-                        None => when.eval(view, row) == Datum::Bool(true),
+                        Some(s) => compare(s, &when.eval_row(r)) == Some(std::cmp::Ordering::Equal),
+                        None => when.eval_row(r) == Datum::Bool(true),
                     };
                     if hit {
-                        return coerce(then.eval(view, row), *ty);
+                        return coerce(then.eval_row(r), *ty);
                     }
                 }
-                otherwise.as_ref().map_or(Datum::Null, |e| coerce(e.eval(view, row), *ty))
+                otherwise.as_ref().map_or(Datum::Null, |e| coerce(e.eval_row(r), *ty))
             }
-            Expr::Cast { expr, to } => cast(expr.eval(view, row), expr.ty(), *to),
-            Expr::Call { func, args, ty } => super::function::call(*func, *ty, args, view, row),
+            Expr::Cast { expr, to } => cast(expr.eval_row(r), expr.ty(), *to),
+            Expr::Call { func, args, ty } => super::function::call(*func, *ty, args, r),
         }
     }
 
@@ -346,24 +453,24 @@ pub fn as_f64(d: &Datum<'_>) -> Option<f64> {
     }
 }
 
-fn eval_binary<'a>(op: BinOp, ty: DataType, l: &'a Expr, r: &'a Expr, view: &BatchView<'a>, row: usize) -> Datum<'a> {
+fn eval_binary<'a, R: RowRef<'a>>(op: BinOp, ty: DataType, l: &'a Expr, r: &'a Expr, row: R) -> Datum<'a> {
     match op {
         BinOp::And => {
-            let a = as_bool(&l.eval(view, row));
+            let a = as_bool(&l.eval_row(row));
             if a == Some(false) {
                 return Datum::Bool(false);
             }
-            and3(a, as_bool(&r.eval(view, row))).map_or(Datum::Null, Datum::Bool)
+            and3(a, as_bool(&r.eval_row(row))).map_or(Datum::Null, Datum::Bool)
         }
         BinOp::Or => {
-            let a = as_bool(&l.eval(view, row));
+            let a = as_bool(&l.eval_row(row));
             if a == Some(true) {
                 return Datum::Bool(true);
             }
-            or3(a, as_bool(&r.eval(view, row))).map_or(Datum::Null, Datum::Bool)
+            or3(a, as_bool(&r.eval_row(row))).map_or(Datum::Null, Datum::Bool)
         }
         _ => {
-            let (a, b) = (l.eval(view, row), r.eval(view, row));
+            let (a, b) = (l.eval_row(row), r.eval_row(row));
             if a.is_null() || b.is_null() {
                 return Datum::Null;
             }

@@ -3,7 +3,6 @@
 
 use super::expr::{as_f64, coerce, Expr, Func};
 use crate::record::types::{DataType, Datum};
-use crate::record::BatchView;
 
 /// Argument counts each function accepts, checked when the query is planned.
 pub fn arity(func: Func) -> std::ops::RangeInclusive<usize> {
@@ -150,18 +149,18 @@ fn owned(s: String) -> Datum<'static> {
 }
 
 /// Evaluates a call whose argument types were checked by [`result_type`].
-pub fn call<'a>(func: Func, ty: DataType, args: &'a [Expr], view: &BatchView<'a>, row: usize) -> Datum<'a> {
+pub fn call<'a, R: super::expr::RowRef<'a>>(func: Func, ty: DataType, args: &'a [Expr], r: R) -> Datum<'a> {
     match func {
         Func::Coalesce => {
-            return args.iter().map(|a| a.eval(view, row)).find(|d| !d.is_null()).map_or(Datum::Null, |d| coerce(d, ty))
+            return args.iter().map(|a| a.eval_row(r)).find(|d| !d.is_null()).map_or(Datum::Null, |d| coerce(d, ty))
         }
         Func::If => {
-            let pick = if args[0].is_true(view, row) { &args[1] } else { &args[2] };
-            return coerce(pick.eval(view, row), ty);
+            let pick = if args[0].eval_row(r) == Datum::Bool(true) { &args[1] } else { &args[2] };
+            return coerce(pick.eval_row(r), ty);
         }
         _ => {}
     }
-    let vals: smallvec_lite::Args<'a> = args.iter().map(|a| a.eval(view, row)).collect();
+    let vals: smallvec_lite::Args<'a> = args.iter().map(|a| a.eval_row(r)).collect();
     if vals.iter().any(Datum::is_null) {
         return Datum::Null;
     }

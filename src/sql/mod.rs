@@ -1,8 +1,11 @@
 //! Flink SQL: parsing (sqlparser, with a Flink dialect), binding to typed expressions, and planning into
 //! physical operators.
 
+pub mod binder;
 pub mod expr;
 pub mod function;
+pub mod logical;
+pub mod ops;
 pub mod physical;
 pub mod plan;
 
@@ -15,8 +18,9 @@ use sqlparser::parser::{Parser, ParserError};
 
 use crate::record::{DataType, Schema};
 
+pub use binder::{plan_job, plan_job_with, Catalog, Planned};
 pub use physical::JobPlan;
-pub use plan::{plan_job, AggCall, AggKind, Calc, WindowAggPlan};
+pub use plan::{AggCall, AggKind, Calc, WindowAggPlan};
 
 /// A SQL error at a position of the SQL text (1-based line and column; 0 when unknown).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +109,16 @@ pub fn parse_statement(sql: &str) -> Result<ast::Statement, SqlError> {
         0 => Err(SqlError::nowhere("the job's sql is empty; write one INSERT INTO ... SELECT ... statement")),
         _ => Err(SqlError::of(&statements[1], "a job runs one statement; put each INSERT in its own [[jobs]] entry")),
     }
+}
+
+/// Parses a query (a view's SELECT).
+pub fn parse_query(sql: &str) -> Result<ast::Query, SqlError> {
+    let mut parser = Parser::new(&FlinkDialect).try_with_sql(sql).map_err(parser_error)?;
+    let q = parser.parse_query().map_err(parser_error)?;
+    if parser.peek_token().token != sqlparser::tokenizer::Token::EOF {
+        return Err(SqlError::at(parser.peek_token().span, "unexpected text after the query"));
+    }
+    Ok(*q)
 }
 
 /// Parses a standalone expression (e.g. a watermark).

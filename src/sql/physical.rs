@@ -10,8 +10,10 @@
 
 use std::fmt;
 
+use super::ops::{GroupAggPlan, IntervalJoinPlan, JoinPlan, RankPlan, WindowJoinPlan, WindowRankPlan};
 use super::plan::{Calc, WindowAggPlan};
 use crate::record::Schema;
+use crate::window::WindowSpec;
 
 /// A job's operators, their edges, and the sink they end in.
 #[derive(Debug, Clone)]
@@ -22,6 +24,9 @@ pub struct JobPlan {
     pub nodes: Vec<Node>,
     /// The rows the sink receives.
     pub out_schema: Schema,
+    /// Why the sink receives a changelog (updates and deletes): the operator that makes the result
+    /// updating; `None` for an append-only result.
+    pub updating: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,11 +56,30 @@ pub enum Distribution {
 #[derive(Debug, Clone)]
 pub enum NodeOp {
     /// The rows of a source table (`[sources.<name>]`), read by the splits each shard is given.
-    Scan { source: String },
+    Scan {
+        source: String,
+    },
     /// Filter and projection.
     Calc(Calc),
     /// A window aggregation (with its HAVING and SELECT list applied to the fired rows).
     WindowAgg(WindowAggPlan),
+    /// Each row once per window of `spec` it is in, with `window_start, window_end, window_time` appended.
+    WindowAssign {
+        spec: WindowSpec,
+        time_col: usize,
+    },
+    /// An unbounded aggregation (updating).
+    GroupAgg(GroupAggPlan),
+    /// Top-N and deduplication.
+    Rank(RankPlan),
+    /// Top-N per window.
+    WindowRank(WindowRankPlan),
+    /// A regular join (port 0 left, port 1 right).
+    Join(JoinPlan),
+    IntervalJoin(IntervalJoinPlan),
+    WindowJoin(WindowJoinPlan),
+    /// UNION ALL: every input's rows, as they come.
+    Union,
     /// The job's sink: its rows are written out.
     Sink,
 }
@@ -67,13 +91,24 @@ impl NodeOp {
             NodeOp::Scan { .. } => "scan",
             NodeOp::Calc(_) => "calc",
             NodeOp::WindowAgg(_) => "window aggregate",
+            NodeOp::WindowAssign { .. } => "window assignment",
+            NodeOp::GroupAgg(_) => "group aggregate",
+            NodeOp::Rank(_) => "rank",
+            NodeOp::WindowRank(_) => "window rank",
+            NodeOp::Join(_) => "join",
+            NodeOp::IntervalJoin(_) => "interval join",
+            NodeOp::WindowJoin(_) => "window join",
+            NodeOp::Union => "union",
             NodeOp::Sink => "sink",
         }
     }
 
     /// True for operators that keep state across rows (and so have entries in checkpoints).
     pub fn is_stateful(&self) -> bool {
-        matches!(self, NodeOp::WindowAgg(_))
+        !matches!(
+            self,
+            NodeOp::Scan { .. } | NodeOp::Calc(_) | NodeOp::WindowAssign { .. } | NodeOp::Union | NodeOp::Sink
+        )
     }
 }
 
@@ -118,19 +153,36 @@ impl JobPlan {
     pub fn state_layout(&self) -> String {
         let fields =
             |s: &Schema| s.fields.iter().map(|f| format!("{} {}", f.name, f.ty)).collect::<Vec<_>>().join(", ");
+        let aggs = |a: &[super::plan::AggCall]| a.iter().map(|a| a.text.as_str()).collect::<Vec<_>>().join(", ");
         let layouts: Vec<String> = self
             .nodes
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| match &n.op {
-                NodeOp::WindowAgg(w) => Some(format!(
-                    "#{i} {} over ({}) keyed by {} with [{}]",
-                    w.spec,
-                    fields(&w.input),
-                    w.n_keys,
-                    w.aggs.iter().map(|a| a.text.as_str()).collect::<Vec<_>>().join(", ")
-                )),
-                _ => None,
+            .filter(|(_, n)| n.op.is_stateful())
+            .map(|(i, n)| {
+                let inputs: Vec<String> = n.inputs.iter().map(|x| fields(&self.nodes[x.node].schema)).collect();
+                let what = match &n.op {
+                    NodeOp::WindowAgg(w) => {
+                        format!("{} over ({}) keyed by {} with [{}]", w.spec, fields(&w.input), w.n_keys, aggs(&w.aggs))
+                    }
+                    NodeOp::GroupAgg(g) => format!(
+                        "group aggregate over ({}) keyed by {} with [{}]{}",
+                        fields(&g.input),
+                        g.n_keys,
+                        aggs(&g.aggs),
+                        if g.retracting { " retracting" } else { "" }
+                    ),
+                    NodeOp::Rank(r) => format!(
+                        "rank {:?} over ({}) by {:?} order {:?} limit {}",
+                        r.kind, inputs[0], r.partition, r.order, r.limit
+                    ),
+                    NodeOp::WindowRank(r) => format!(
+                        "window rank over ({}) by {:?} order {:?} limit {} (window end ${})",
+                        inputs[0], r.partition, r.order, r.limit, r.end_col
+                    ),
+                    op => format!("{} of ({})", op.name(), inputs.join(") and (")),
+                };
+                format!("#{i} {what}")
             })
             .collect();
         if layouts.is_empty() {

@@ -8,15 +8,13 @@
 //!
 //! Invariant: planning is pure: it reads the statement and the catalog, nothing else.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use sqlparser::ast::{self, Spanned};
 
 use super::expr::{BinOp, Expr, LikePattern};
 use super::function;
-use super::physical::{Distribution, Input, JobPlan, Node, NodeOp};
-use super::{interval_ms, parse_statement, SqlError, WatermarkSpec};
+use super::{interval_ms, SqlError, WatermarkSpec};
 use crate::record::types::{parse_type, DataType, Field, Schema, Value};
 use crate::window::WindowSpec;
 
@@ -112,132 +110,11 @@ pub struct WindowAggPlan {
     pub post: Calc,
 }
 
-/// The one job shape planned so far: a calc over the source's rows (the whole query when stateless, the
-/// pre-aggregation otherwise), then optionally a window aggregation keyed by the calc's first columns.
-struct Shape {
-    calc: Calc,
-    window: Option<WindowAggPlan>,
-}
-
-impl Shape {
-    /// The job's DAG: scan → calc → [hash by keys → window aggregate] → sink.
-    fn into_plan(self, source: String, source_schema: &Schema, sink: String) -> JobPlan {
-        let mut nodes = vec![Node { op: NodeOp::Scan { source }, inputs: Vec::new(), schema: source_schema.clone() }];
-        let calc_schema = self.calc.schema.clone();
-        nodes.push(Node {
-            op: NodeOp::Calc(self.calc),
-            inputs: vec![Input { node: 0, dist: Distribution::Forward }],
-            schema: calc_schema,
-        });
-        let out_schema = match self.window {
-            None => nodes[1].schema.clone(),
-            Some(w) => {
-                let keys = (0..w.n_keys).collect();
-                let out = w.post.schema.clone();
-                nodes.push(Node {
-                    op: NodeOp::WindowAgg(w),
-                    inputs: vec![Input { node: 1, dist: Distribution::Hash(keys) }],
-                    schema: out.clone(),
-                });
-                out
-            }
-        };
-        let last = nodes.len() - 1;
-        nodes.push(Node {
-            op: NodeOp::Sink,
-            inputs: vec![Input { node: last, dist: Distribution::Forward }],
-            schema: out_schema.clone(),
-        });
-        JobPlan { sink, nodes, out_schema }
-    }
-}
-
-/// Plans one job's statement.
-pub fn plan_job(sql: &str, tables: &BTreeMap<String, TableInfo>, sinks: &[String]) -> Result<JobPlan, SqlError> {
-    let stmt = parse_statement(sql)?;
-    let ast::Statement::Insert(insert) = &stmt else {
-        return Err(SqlError::of(&stmt, "a job is one INSERT INTO <sink> SELECT ... statement"));
-    };
-    let sink = match &insert.table {
-        ast::TableObject::TableName(name) => unquote(name),
-        other => return Err(SqlError::of(&stmt, format!("cannot insert into `{other}`; name a sink"))),
-    };
-    if !sinks.contains(&sink) {
-        return Err(SqlError::of(&insert.table, format!("unknown sink `{sink}`; defined sinks: {}", sinks.join(", "))));
-    }
-    if !insert.columns.is_empty() {
-        return Err(SqlError::of(
-            &stmt,
-            "INSERT with a column list is not supported; name the columns with AS in the SELECT",
-        ));
-    }
-    let query = insert.source.as_ref().ok_or_else(|| SqlError::of(&stmt, "INSERT needs a SELECT"))?;
-    if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() {
-        return Err(SqlError::of(query.as_ref(), "WITH, ORDER BY and LIMIT are not supported in a streaming job"));
-    }
-    let ast::SetExpr::Select(select) = query.body.as_ref() else {
-        return Err(SqlError::of(query.as_ref(), "only a plain SELECT is supported (no UNION, VALUES or subquery)"));
-    };
-    let from = from_clause(select, tables)?;
-    let shape = if is_aggregation(select) {
-        plan_window_aggregation(select, &from)?
-    } else {
-        if let Some(tvf) = &from.tvf {
-            return Err(SqlError::at(tvf.span, "a window table function needs GROUP BY window_start, window_end"));
-        }
-        plan_stateless(select, &from)?
-    };
-    let plan = shape.into_plan(from.source.clone(), &from.info.schema, sink);
-    debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
-    Ok(plan)
-}
-
-struct From<'t> {
-    source: String,
-    info: &'t TableInfo,
-    tvf: Option<Tvf>,
-}
-
-struct Tvf {
-    spec: WindowSpec,
-    time_col: usize,
-    span: sqlparser::tokenizer::Span,
-}
-
-fn unquote(name: &ast::ObjectName) -> String {
+pub(super) fn unquote(name: &ast::ObjectName) -> String {
     name.to_string().replace('`', "")
 }
 
-fn lookup_table<'t>(
-    name: &str,
-    node: &impl Spanned,
-    tables: &'t BTreeMap<String, TableInfo>,
-) -> Result<&'t TableInfo, SqlError> {
-    tables.get(name).ok_or_else(|| {
-        let known: Vec<&str> = tables.keys().map(String::as_str).collect();
-        SqlError::of(node, format!("unknown table `{name}`; defined sources: {}", known.join(", ")))
-    })
-}
-
-fn from_clause<'t>(select: &ast::Select, tables: &'t BTreeMap<String, TableInfo>) -> Result<From<'t>, SqlError> {
-    let [twj] = select.from.as_slice() else {
-        return Err(SqlError::of(select, "a query reads exactly one table (joins come later)"));
-    };
-    if !twj.joins.is_empty() {
-        return Err(SqlError::of(&twj.joins[0], "joins are not supported yet"));
-    }
-    match &twj.relation {
-        ast::TableFactor::Table { name, args: None, .. } => {
-            let source = unquote(name);
-            let info = lookup_table(&source, name, tables)?;
-            Ok(From { source, info, tvf: None })
-        }
-        ast::TableFactor::TableFunction { expr, .. } => window_tvf(expr, tables),
-        other => Err(SqlError::of(other, "only a table name or TABLE(TUMBLE|HOP|CUMULATE(...)) may follow FROM")),
-    }
-}
-
-fn function_args(f: &ast::Function) -> Result<Vec<&ast::Expr>, SqlError> {
+pub(super) fn function_args(f: &ast::Function) -> Result<Vec<&ast::Expr>, SqlError> {
     match &f.args {
         ast::FunctionArguments::None => Ok(Vec::new()),
         ast::FunctionArguments::List(list) => list
@@ -252,89 +129,15 @@ fn function_args(f: &ast::Function) -> Result<Vec<&ast::Expr>, SqlError> {
     }
 }
 
-fn function_name(f: &ast::Function) -> String {
+pub(super) fn function_name(f: &ast::Function) -> String {
     unquote(&f.name).to_ascii_uppercase()
 }
 
-/// `TUMBLE(TABLE t, DESCRIPTOR(ts), size)`, `HOP(TABLE t, DESCRIPTOR(ts), slide, size)`,
-/// `CUMULATE(TABLE t, DESCRIPTOR(ts), step, size)`.
-fn window_tvf<'t>(expr: &ast::Expr, tables: &'t BTreeMap<String, TableInfo>) -> Result<From<'t>, SqlError> {
-    let ast::Expr::Function(f) = expr else {
-        return Err(SqlError::of(expr, "TABLE(...) must hold a window function: TUMBLE, HOP or CUMULATE"));
-    };
-    let name = function_name(f);
-    let args = function_args(f)?;
-    let usage = match name.as_str() {
-        "TUMBLE" => "TUMBLE(TABLE t, DESCRIPTOR(ts), size)",
-        "HOP" => "HOP(TABLE t, DESCRIPTOR(ts), slide, size)",
-        "CUMULATE" => "CUMULATE(TABLE t, DESCRIPTOR(ts), step, max_size)",
-        _ => {
-            return Err(SqlError::of(
-                expr,
-                format!("`{name}` is not a window table function; use TUMBLE, HOP or CUMULATE"),
-            ))
-        }
-    };
-    let n_intervals = if name == "TUMBLE" { 1 } else { 2 };
-    if args.len() != 2 + n_intervals {
-        return Err(SqlError::of(expr, format!("{name} takes {} arguments: {usage}", 2 + n_intervals)));
-    }
-    let (source, table_node) = match args[0] {
-        ast::Expr::Prefixed { prefix, value } if prefix.value == "TABLE" => match value.as_ref() {
-            ast::Expr::Identifier(id) => (id.value.clone(), value.as_ref()),
-            other => return Err(SqlError::of(other, format!("expected a table name; usage: {usage}"))),
-        },
-        other => return Err(SqlError::of(other, format!("the first argument is TABLE <name>; usage: {usage}"))),
-    };
-    let info = lookup_table(&source, table_node, tables)?;
-    let time_col = match args[1] {
-        ast::Expr::Function(d) if function_name(d) == "DESCRIPTOR" => match function_args(d)?.as_slice() {
-            [ast::Expr::Identifier(id)] => time_attribute(&id.value, id.span, &source, info)?,
-            _ => return Err(SqlError::of(args[1], "DESCRIPTOR takes one column name")),
-        },
-        other => {
-            return Err(SqlError::of(other, format!("the second argument is DESCRIPTOR(time column); usage: {usage}")))
-        }
-    };
-    let a = interval_ms(args[2])?;
-    let spec = match name.as_str() {
-        "TUMBLE" => WindowSpec::Tumble { size_ms: a },
-        "HOP" => WindowSpec::Hop { slide_ms: a, size_ms: interval_ms(args[3])? },
-        _ => WindowSpec::Cumulate { step_ms: a, size_ms: interval_ms(args[3])? },
-    };
-    spec.validate().map_err(|m| SqlError::of(expr, m))?;
-    Ok(From { source, info, tvf: Some(Tvf { spec, time_col, span: expr.span() }) })
-}
-
-/// Checks that `name` is the source's event-time column (the one its watermark is declared on).
-fn time_attribute(
-    name: &str,
-    node: sqlparser::tokenizer::Span,
-    source: &str,
-    info: &TableInfo,
-) -> Result<usize, SqlError> {
-    let col = info
-        .schema
-        .index_of(name)
-        .ok_or_else(|| SqlError::at(node, format!("unknown column `{name}` in table `{source}`")))?;
-    match info.watermark {
-        Some(w) if w.column == col => Ok(col),
-        Some(w) => Err(SqlError::at(
-            node,
-            format!("`{name}` is not an event-time column; windows run on `{}`, the watermark column of `{source}`", info.schema.fields[w.column].name),
-        )),
-        None => Err(SqlError::at(
-            node,
-            format!("table `{source}` has no watermark, so it has no event time; add watermark = \"{name} - INTERVAL '5' SECOND\" to [sources.{source}]"),
-        )),
-    }
-}
-
-fn is_aggregate_name(name: &str) -> bool {
+pub(super) fn is_aggregate_name(name: &str) -> bool {
     matches!(name, "COUNT" | "SUM" | "MIN" | "MAX" | "AVG")
 }
 
-fn contains_aggregate(e: &ast::Expr) -> bool {
+pub(super) fn contains_aggregate(e: &ast::Expr) -> bool {
     let mut found = false;
     let _ = ast::visit_expressions(e, |x| {
         if let ast::Expr::Function(f) = x {
@@ -348,7 +151,7 @@ fn contains_aggregate(e: &ast::Expr) -> bool {
     found
 }
 
-fn is_aggregation(select: &ast::Select) -> bool {
+pub(super) fn is_aggregation(select: &ast::Select) -> bool {
     let grouped = matches!(&select.group_by, ast::GroupByExpr::Expressions(e, _) if !e.is_empty());
     grouped
         || select.having.is_some()
@@ -359,43 +162,113 @@ fn is_aggregation(select: &ast::Select) -> bool {
 }
 
 /// Resolves names while binding an expression.
-trait Scope {
+pub(super) trait Scope {
     /// Binds `e` wholesale if this scope gives it a meaning of its own (a grouped expression, an aggregate).
     fn resolve(&mut self, e: &ast::Expr) -> Result<Option<Expr>, SqlError>;
-    fn column(&mut self, id: &ast::Ident) -> Result<Expr, SqlError>;
+    fn column(&mut self, parts: &[ast::Ident]) -> Result<Expr, SqlError>;
 }
 
-/// The columns of a source table.
-struct TableScope<'s> {
-    table: &'s str,
-    schema: &'s Schema,
+/// A column of a relation as queries name it: `qualifier.name` (the table, view or alias it comes from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColRef {
+    pub qualifier: Option<String>,
+    pub name: String,
+    pub ty: DataType,
 }
 
-impl Scope for TableScope<'_> {
+impl ColRef {
+    pub fn of_schema(schema: &Schema, qualifier: Option<&str>) -> Vec<ColRef> {
+        schema
+            .fields
+            .iter()
+            .map(|f| ColRef { qualifier: qualifier.map(str::to_string), name: f.name.clone(), ty: f.ty })
+            .collect()
+    }
+}
+
+/// The columns of a relation (a table, a subquery, a join's two sides): names resolve by name, or by
+/// `qualifier.name`.
+pub struct RelScope<'s> {
+    /// How messages name the relation ("table `bid`", "the join of `a` and `b`").
+    pub what: String,
+    pub cols: &'s [ColRef],
+}
+
+impl RelScope<'_> {
+    /// The index of the column `parts` names (`name` or `qualifier.name`).
+    pub fn lookup(&self, parts: &[ast::Ident]) -> Result<usize, SqlError> {
+        let (qualifier, id) = match parts {
+            [id] => (None, id),
+            [.., q, id] => (Some(q), id),
+            [] => return Err(SqlError::nowhere("an empty column name")),
+        };
+        let matches: Vec<usize> = self
+            .cols
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.name.eq_ignore_ascii_case(&id.value))
+            .filter(|(_, c)| match qualifier {
+                None => true,
+                Some(q) => c.qualifier.as_deref().is_some_and(|cq| cq.eq_ignore_ascii_case(&q.value)),
+            })
+            .map(|(i, _)| i)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => {
+                let names: Vec<String> = self
+                    .cols
+                    .iter()
+                    .map(|c| match &c.qualifier {
+                        Some(q) if qualifier.is_some() => format!("{q}.{}", c.name),
+                        _ => c.name.clone(),
+                    })
+                    .collect();
+                let written = parts.iter().map(|p| p.value.as_str()).collect::<Vec<_>>().join(".");
+                Err(SqlError::at(
+                    parts[0].span,
+                    format!("unknown column `{written}` in {}; its columns are: {}", self.what, names.join(", ")),
+                ))
+            }
+            [first, ..] => {
+                // The same column of one relation twice (`SELECT *` of a view naming it twice) is not ambiguous.
+                let exact = matches.iter().filter(|&&i| self.cols[i].name == id.value).count();
+                if exact == 1 {
+                    return Ok(*matches.iter().find(|&&i| self.cols[i].name == id.value).expect("counted"));
+                }
+                let from: Vec<String> =
+                    matches.iter().map(|&i| self.cols[i].qualifier.clone().unwrap_or_else(|| "?".into())).collect();
+                let _ = first;
+                Err(SqlError::at(
+                    id.span,
+                    format!(
+                        "column `{}` is ambiguous: {} have it; write which one, e.g. {}.{}",
+                        id.value,
+                        from.join(" and "),
+                        from[0],
+                        id.value
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+impl Scope for RelScope<'_> {
     fn resolve(&mut self, e: &ast::Expr) -> Result<Option<Expr>, SqlError> {
         if let ast::Expr::Function(f) = e {
             let name = function_name(f);
             if is_aggregate_name(&name) {
-                return Err(SqlError::of(e, format!("aggregate {name} is not allowed here; aggregates belong in the SELECT list or HAVING of a windowed GROUP BY")));
+                return Err(SqlError::of(e, format!("aggregate {name} is not allowed here; aggregates belong in the SELECT list or HAVING of a GROUP BY")));
             }
         }
         Ok(None)
     }
 
-    fn column(&mut self, id: &ast::Ident) -> Result<Expr, SqlError> {
-        let idx = self.schema.index_of(&id.value).ok_or_else(|| {
-            SqlError::at(
-                id.span,
-                format!(
-                    "unknown column `{}` in table `{}`; its columns are: {}",
-                    id.value,
-                    self.table,
-                    super::column_list(self.schema)
-                ),
-            )
-        })?;
-        let f = &self.schema.fields[idx];
-        Ok(Expr::Column { idx, name: f.name.clone(), ty: f.ty })
+    fn column(&mut self, parts: &[ast::Ident]) -> Result<Expr, SqlError> {
+        let idx = self.lookup(parts)?;
+        let c = &self.cols[idx];
+        Ok(Expr::Column { idx, name: c.name.clone(), ty: c.ty })
     }
 }
 
@@ -403,22 +276,23 @@ impl Scope for TableScope<'_> {
 /// key over a job's output rows).
 pub fn bind_scalar(text: &str, table: &str, schema: &Schema) -> Result<Expr, SqlError> {
     let e = super::parse_expr(text)?;
-    bind(&e, &mut TableScope { table, schema })
+    let cols = ColRef::of_schema(schema, Some(table));
+    bind(&e, &mut RelScope { what: format!("table `{table}`"), cols: &cols })
 }
 
-fn literal(value: Value, ty: DataType) -> Expr {
+pub(super) fn literal(value: Value, ty: DataType) -> Expr {
     Expr::Literal { value, ty }
 }
 
 /// Binds an expression, checking types, in a scope.
-fn bind(e: &ast::Expr, scope: &mut dyn Scope) -> Result<Expr, SqlError> {
+pub(super) fn bind(e: &ast::Expr, scope: &mut dyn Scope) -> Result<Expr, SqlError> {
     if let Some(bound) = scope.resolve(e)? {
         return Ok(bound);
     }
     use ast::Expr as A;
     Ok(match e {
-        A::Identifier(id) => scope.column(id)?,
-        A::CompoundIdentifier(parts) => scope.column(parts.last().expect("a compound identifier has parts"))?,
+        A::Identifier(id) => scope.column(std::slice::from_ref(id))?,
+        A::CompoundIdentifier(parts) => scope.column(parts)?,
         A::Nested(inner) => bind(inner, scope)?,
         A::Value(v) => bind_value(&v.value, e)?,
         A::TypedString(ts) => {
@@ -587,7 +461,7 @@ fn bind_value(v: &ast::Value, node: &ast::Expr) -> Result<Expr, SqlError> {
     })
 }
 
-fn expect_type(x: Expr, ty: DataType, node: &impl Spanned) -> Result<Expr, SqlError> {
+pub(super) fn expect_type(x: Expr, ty: DataType, node: &impl Spanned) -> Result<Expr, SqlError> {
     if x.ty() == ty || is_null_literal(&x) {
         Ok(x)
     } else {
@@ -713,7 +587,7 @@ fn bind_function(f: &ast::Function, e: &ast::Expr, scope: &mut dyn Scope) -> Res
 }
 
 /// The output name of a SELECT item: its alias, a bare column's name, or Flink's `EXPR$<i>`.
-fn output_name(item_expr: &ast::Expr, alias: Option<&ast::Ident>, idx: usize) -> String {
+pub(super) fn output_name(item_expr: &ast::Expr, alias: Option<&ast::Ident>, idx: usize) -> String {
     match (alias, item_expr) {
         (Some(a), _) => a.value.clone(),
         (None, ast::Expr::Identifier(id)) => id.value.clone(),
@@ -722,22 +596,54 @@ fn output_name(item_expr: &ast::Expr, alias: Option<&ast::Ident>, idx: usize) ->
     }
 }
 
-/// Binds the SELECT list; `*` expands to the table's columns.
-fn bind_projection(
+/// Binds the SELECT list; `*` expands to the relation's columns (`star`), `q.*` to those of `q`. Items are
+/// bound by `item` (which may map some of them, e.g. `ROW_NUMBER() OVER (...)`, to columns of its own).
+pub(super) fn bind_projection(
     select: &ast::Select,
     scope: &mut dyn Scope,
-    star: &Schema,
+    star: &[ColRef],
 ) -> Result<(Vec<Expr>, Schema), SqlError> {
     let mut exprs = Vec::new();
     let mut fields: Vec<Field> = Vec::new();
+    let add = |exprs: &mut Vec<Expr>, fields: &mut Vec<Field>, name: String, e: Expr, node: &dyn Spanned| {
+        if fields.iter().any(|f| f.name.eq_ignore_ascii_case(&name)) {
+            return Err(SqlError::at(
+                node.span(),
+                format!("two output columns are named `{name}`; rename one with AS"),
+            ));
+        }
+        fields.push(Field { name, ty: e.ty() });
+        exprs.push(e);
+        Ok(())
+    };
     for item in &select.projection {
         let (expr, alias) = match item {
             ast::SelectItem::UnnamedExpr(e) => (e, None),
             ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
-            ast::SelectItem::Wildcard(_) => {
-                for (idx, f) in star.fields.iter().enumerate() {
-                    exprs.push(Expr::Column { idx, name: f.name.clone(), ty: f.ty });
-                    fields.push(f.clone());
+            ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..) => {
+                let qualifier = match item {
+                    ast::SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
+                        Some(unquote(n))
+                    }
+                    ast::SelectItem::QualifiedWildcard(..) => {
+                        return Err(SqlError::of(item, format!("`{item}` is not supported in the SELECT list")))
+                    }
+                    _ => None,
+                };
+                let mut any = false;
+                for (idx, c) in star.iter().enumerate() {
+                    let wanted = match &qualifier {
+                        None => true,
+                        Some(q) => c.qualifier.as_deref().is_some_and(|cq| cq.eq_ignore_ascii_case(q)),
+                    };
+                    if wanted {
+                        any = true;
+                        let e = Expr::Column { idx, name: c.name.clone(), ty: c.ty };
+                        add(&mut exprs, &mut fields, c.name.clone(), e, item)?;
+                    }
+                }
+                if !any {
+                    return Err(SqlError::of(item, format!("`{item}` names no relation of the FROM clause")));
                 }
                 continue;
             }
@@ -745,52 +651,54 @@ fn bind_projection(
         };
         let bound = bind(expr, scope)?;
         let name = output_name(expr, alias, exprs.len());
-        if fields.iter().any(|f| f.name == name) {
-            return Err(SqlError::of(expr, format!("two output columns are named `{name}`; rename one with AS")));
-        }
-        fields.push(Field { name, ty: bound.ty() });
-        exprs.push(bound);
+        add(&mut exprs, &mut fields, name, bound, expr)?;
     }
     Ok((exprs, Schema::new(fields)))
 }
 
-fn bind_filter(e: &ast::Expr, scope: &mut dyn Scope) -> Result<Expr, SqlError> {
+pub(super) fn bind_filter(e: &ast::Expr, scope: &mut dyn Scope) -> Result<Expr, SqlError> {
     let bound = bind(e, scope)?;
     expect_type(bound, DataType::Boolean, e)
 }
 
-fn plan_stateless(select: &ast::Select, from: &From<'_>) -> Result<Shape, SqlError> {
-    let mut scope = TableScope { table: &from.source, schema: &from.info.schema };
-    let filter = select.selection.as_ref().map(|w| bind_filter(w, &mut scope)).transpose()?;
-    let (exprs, schema) = bind_projection(select, &mut scope, &from.info.schema)?;
-    Ok(Shape { calc: Calc { filter, exprs, schema }, window: None })
-}
-
 /// How the query names its window's bounds.
-enum WindowSyntax {
+pub(super) enum WindowSyntax {
     /// `window_start`, `window_end`, `window_time` columns of a window TVF.
     Tvf,
     /// `TUMBLE_START(ts, ...)` and friends, with the group window's arguments as written.
     Group { family: &'static str, args: Vec<String> },
+    /// No window: an unbounded aggregation.
+    Unbounded,
 }
 
 /// Binding inside an aggregation: grouped expressions, window bounds and aggregates get columns of the
-/// aggregation's output; aggregate arguments are bound against the table and collected for the pre-calc.
-struct AggScope<'s> {
-    table: TableScope<'s>,
-    syntax: WindowSyntax,
+/// aggregation's output; aggregate arguments are bound against the input relation and collected for the
+/// pre-aggregation calc, whose rows are `[keys..., event time (windows only), arguments...]`.
+pub(super) struct AggScope<'s> {
+    pub table: RelScope<'s>,
+    pub syntax: WindowSyntax,
     /// Grouped expressions as written (normalized text), bound against the table.
-    keys: Vec<(String, Expr)>,
+    pub keys: Vec<(String, Expr)>,
     /// Aggregate arguments, bound against the table (pre-calc columns after keys and time).
-    args: Vec<(String, Expr)>,
-    aggs: Vec<(String, AggCall)>,
+    pub args: Vec<(String, Expr)>,
+    pub aggs: Vec<(String, AggCall)>,
 }
 
-fn norm(e: &ast::Expr) -> String {
+pub(super) fn norm(e: &ast::Expr) -> String {
     e.to_string().replace('`', "").to_ascii_lowercase()
 }
 
 impl AggScope<'_> {
+    /// Columns of the pre-aggregation rows before the arguments: the keys, and the event time of a window.
+    fn arg_base(&self) -> usize {
+        self.keys.len() + usize::from(!matches!(self.syntax, WindowSyntax::Unbounded))
+    }
+
+    /// Columns of the aggregation's rows before the aggregates: the keys, and a window's start and end.
+    fn agg_base(&self) -> usize {
+        self.keys.len() + if matches!(self.syntax, WindowSyntax::Unbounded) { 0 } else { 2 }
+    }
+
     fn window_col(&self, end: bool, time: bool) -> Expr {
         let idx = self.keys.len() + usize::from(end);
         let name = if end { "window_end" } else { "window_start" };
@@ -844,7 +752,7 @@ impl AggScope<'_> {
                         self.args.len() - 1
                     }
                 };
-                (Some(self.keys.len() + 1 + pos), Some(ty))
+                (Some(self.arg_base() + pos), Some(ty))
             }
             _ => {
                 return Err(SqlError::of(
@@ -869,7 +777,7 @@ impl AggScope<'_> {
                 self.aggs.len() - 1
             }
         };
-        Ok(Expr::Column { idx: self.keys.len() + 2 + pos, name: e.to_string(), ty })
+        Ok(Expr::Column { idx: self.agg_base() + pos, name: e.to_string(), ty })
     }
 
     fn window_property(&self, f: &ast::Function, e: &ast::Expr, name: &str) -> Result<Option<Expr>, SqlError> {
@@ -889,6 +797,7 @@ impl AggScope<'_> {
                 Err(SqlError::of(e, format!("{name} does not match the query's {f2}(...) window")))
             }
             WindowSyntax::Tvf => Err(SqlError::of(e, format!("{name} belongs to GROUP BY {family}(...); with a window table function use window_start and window_end"))),
+            WindowSyntax::Unbounded => Err(SqlError::of(e, format!("{name} needs GROUP BY {family}(...)"))),
         }
     }
 }
@@ -920,152 +829,18 @@ impl Scope for AggScope<'_> {
         }
     }
 
-    fn column(&mut self, id: &ast::Ident) -> Result<Expr, SqlError> {
-        match self.table.column(id) {
+    fn column(&mut self, parts: &[ast::Ident]) -> Result<Expr, SqlError> {
+        match self.table.column(parts) {
             Ok(_) => Err(SqlError::at(
-                id.span,
+                parts[0].span,
                 format!(
                     "column `{}` is neither grouped nor aggregated; add it to GROUP BY or use it inside an aggregate",
-                    id.value
+                    parts.iter().map(|p| p.value.as_str()).collect::<Vec<_>>().join(".")
                 ),
             )),
             Err(e) => Err(e),
         }
     }
-}
-
-fn plan_window_aggregation(select: &ast::Select, from: &From<'_>) -> Result<Shape, SqlError> {
-    let group_by: &[ast::Expr] = match &select.group_by {
-        ast::GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs,
-        other => return Err(SqlError::of(select, format!("`{other}` is not supported; GROUP BY a window and keys"))),
-    };
-    let table = TableScope { table: &from.source, schema: &from.info.schema };
-    let mut keys_ast: Vec<&ast::Expr> = Vec::new();
-    let mut window: Option<(WindowSpec, usize, WindowSyntax)> = None;
-    let mut saw_start = false;
-    let mut saw_end = false;
-    for g in group_by {
-        if let Some(tvf) = &from.tvf {
-            if let ast::Expr::Identifier(id) = g {
-                match id.value.to_ascii_lowercase().as_str() {
-                    "window_start" => {
-                        saw_start = true;
-                        continue;
-                    }
-                    "window_end" => {
-                        saw_end = true;
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            let _ = tvf;
-        } else if let ast::Expr::Function(f) = g {
-            let name = function_name(f);
-            if matches!(name.as_str(), "TUMBLE" | "HOP" | "SESSION") {
-                if window.is_some() {
-                    return Err(SqlError::of(g, "GROUP BY may hold only one window"));
-                }
-                window = Some(group_window(f, g, &name, from)?);
-                continue;
-            }
-        }
-        keys_ast.push(g);
-    }
-    let (spec, time_col, syntax) = match (&from.tvf, window) {
-        (Some(tvf), _) => {
-            if !(saw_start && saw_end) {
-                return Err(SqlError::of(select, "a window table function aggregation must GROUP BY window_start, window_end"));
-            }
-            (tvf.spec, tvf.time_col, WindowSyntax::Tvf)
-        }
-        (None, Some(w)) => w,
-        (None, None) => {
-            return Err(SqlError::of(select, "GROUP BY without a window needs an updating result, which is not supported yet; group by a window: TUMBLE(ts, INTERVAL '1' MINUTE) or FROM TABLE(TUMBLE(...)) ... GROUP BY window_start, window_end"))
-        }
-    };
-    let mut scope = AggScope { table, syntax, keys: Vec::new(), args: Vec::new(), aggs: Vec::new() };
-    for k in keys_ast {
-        if contains_aggregate(k) {
-            return Err(SqlError::of(k, "aggregates cannot be grouped by"));
-        }
-        let bound = bind(k, &mut scope.table)?;
-        scope.keys.push((norm(k), bound));
-    }
-    let filter = select.selection.as_ref().map(|w| bind_filter(w, &mut scope.table)).transpose()?;
-    let (exprs, out_schema) = bind_projection(select, &mut scope, &Schema::default())?;
-    let having = select.having.as_ref().map(|h| bind_filter(h, &mut scope)).transpose()?;
-
-    let n_keys = scope.keys.len();
-    // Aggregate arguments were numbered assuming they follow the keys and the time column.
-    let mut pre_exprs: Vec<Expr> = scope.keys.iter().map(|(_, e)| e.clone()).collect();
-    let tf = &from.info.schema.fields[time_col];
-    pre_exprs.push(Expr::Column { idx: time_col, name: tf.name.clone(), ty: tf.ty });
-    pre_exprs.extend(scope.args.iter().map(|(_, e)| e.clone()));
-    let pre_fields = pre_exprs
-        .iter()
-        .enumerate()
-        .map(|(i, e)| Field { name: if i == n_keys { "$rowtime".to_string() } else { e.to_string() }, ty: e.ty() })
-        .collect();
-    let mut agg_fields: Vec<Field> =
-        scope.keys.iter().map(|(_, e)| Field { name: e.to_string(), ty: e.ty() }).collect();
-    agg_fields.push(Field { name: "window_start".into(), ty: DataType::Timestamp });
-    agg_fields.push(Field { name: "window_end".into(), ty: DataType::Timestamp });
-    agg_fields.extend(scope.aggs.iter().map(|(_, a)| Field { name: a.text.clone(), ty: a.ty }));
-    let pre_schema = Schema::new(pre_fields);
-    Ok(Shape {
-        calc: Calc { filter, exprs: pre_exprs, schema: pre_schema.clone() },
-        window: Some(WindowAggPlan {
-            spec,
-            input: pre_schema,
-            n_keys,
-            time_col: n_keys,
-            aggs: scope.aggs.into_iter().map(|(_, a)| a).collect(),
-            output: Schema::new(agg_fields),
-            post: Calc { filter: having, exprs, schema: out_schema },
-        }),
-    })
-}
-
-/// `TUMBLE(ts, size)`, `HOP(ts, slide, size)`, `SESSION(ts, gap)` in GROUP BY.
-fn group_window(
-    f: &ast::Function,
-    e: &ast::Expr,
-    name: &str,
-    from: &From<'_>,
-) -> Result<(WindowSpec, usize, WindowSyntax), SqlError> {
-    let args = function_args(f)?;
-    let usage = match name {
-        "TUMBLE" => "TUMBLE(ts, INTERVAL '10' SECOND)",
-        "HOP" => "HOP(ts, slide, size), e.g. HOP(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND)",
-        _ => "SESSION(ts, INTERVAL '30' SECOND)",
-    };
-    let want = if name == "HOP" { 3 } else { 2 };
-    if args.len() != want {
-        return Err(SqlError::of(e, format!("{name} takes {want} arguments: {usage}")));
-    }
-    let time_col = match args[0] {
-        ast::Expr::Identifier(id) => time_attribute(&id.value, id.span, &from.source, from.info)?,
-        other => {
-            return Err(SqlError::of(
-                other,
-                format!("the first argument of {name} is the event-time column; usage: {usage}"),
-            ))
-        }
-    };
-    let a = interval_ms(args[1])?;
-    let spec = match name {
-        "TUMBLE" => WindowSpec::Tumble { size_ms: a },
-        "HOP" => WindowSpec::Hop { slide_ms: a, size_ms: interval_ms(args[2])? },
-        _ => WindowSpec::Session { gap_ms: a },
-    };
-    spec.validate().map_err(|m| SqlError::of(e, m))?;
-    let family = match name {
-        "TUMBLE" => "TUMBLE",
-        "HOP" => "HOP",
-        _ => "SESSION",
-    };
-    Ok((spec, time_col, WindowSyntax::Group { family, args: args.into_iter().map(norm).collect() }))
 }
 
 impl fmt::Display for Calc {
@@ -1091,6 +866,9 @@ impl fmt::Display for Calc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::binder::plan_job;
+    use crate::sql::physical::{JobPlan, NodeOp};
+    use std::collections::BTreeMap;
 
     fn tables() -> BTreeMap<String, TableInfo> {
         let schema = Schema::parse(crate::config::NEXMARK_BID_SCHEMA).unwrap();
@@ -1201,7 +979,6 @@ mod tests {
             (1, 58),
             "has no watermark",
         );
-        check_err("INSERT INTO out SELECT COUNT(*) FROM bid GROUP BY auction", (1, 17), "GROUP BY without a window");
         check_err(
             "INSERT INTO out SELECT TUMBLE_START(dateTime, INTERVAL '2' SECOND) FROM bid GROUP BY TUMBLE(dateTime, INTERVAL '1' SECOND)",
             (1, 24),

@@ -9,6 +9,7 @@
 //! Invariant: bytes in the log are only ever appended and checked on the way back in; nothing corrupt is
 //! applied.
 
+pub mod backend;
 pub mod log;
 pub mod writer;
 
