@@ -386,10 +386,9 @@ impl BatchBuilder {
     /// Ends the row whose columns were all pushed, as a row of `kind`.
     #[inline]
     pub fn end_row_as(&mut self, kind: RowKind) {
-        if kind != RowKind::Insert && self.batch.kinds.is_empty() {
+        if kind != RowKind::Insert || !self.batch.kinds.is_empty() {
+            // The rows before it, all inserts so far, get their kinds first.
             self.batch.kinds.resize(self.batch.n_rows as usize, RowKind::Insert as u8);
-        }
-        if !self.batch.kinds.is_empty() {
             self.batch.kinds.push(kind as u8);
         }
         self.batch.n_rows += 1;
@@ -566,6 +565,47 @@ mod tests {
     const TYPES: [DataType; 4] = [DataType::BigInt, DataType::Double, DataType::Boolean, DataType::Varchar];
 
     proptest! {
+        /// Row kinds survive building, finishing at any row and gathering: an all-insert batch stores none,
+        /// any other keeps each row's (the first row included).
+        #[test]
+        fn row_kinds_round_trip(kinds in proptest::collection::vec(0u8..4, 0..60), cut in 0usize..60, pick in proptest::collection::vec(any::<bool>(), 60)) {
+            let kind = |k: u8| match k { 0 => RowKind::Insert, 1 => RowKind::UpdateBefore, 2 => RowKind::UpdateAfter, _ => RowKind::Delete };
+            let mut b = BatchBuilder::new(&[DataType::BigInt]);
+            let mut got = Vec::new();
+            for (i, k) in kinds.iter().enumerate() {
+                if i == cut {
+                    got.push(b.finish());
+                }
+                b.push_int(0, i as i64);
+                b.end_row_as(kind(*k));
+            }
+            got.push(b.finish());
+            let mut seen = Vec::new();
+            for batch in &got {
+                let v = batch.view();
+                prop_assert_eq!(v.has_changes(), (0..v.n_rows()).any(|r| v.kind(r) != RowKind::Insert));
+                for r in 0..v.n_rows() {
+                    seen.push((v.int(0, r), v.kind(r)));
+                }
+            }
+            let want: Vec<(i64, RowKind)> = kinds.iter().enumerate().map(|(i, k)| (i as i64, kind(*k))).collect();
+            prop_assert_eq!(&seen, &want);
+            // Gathering a selection keeps its rows' kinds, after rows of a batch without kinds.
+            let mut g = BatchBuilder::new(&[DataType::BigInt]);
+            g.push_int(0, -1);
+            g.end_row();
+            let all = got.last().unwrap();
+            let sel: Vec<u32> = (0..all.view().n_rows() as u32).filter(|r| pick[*r as usize]).collect();
+            g.gather(0, &all.view(), 0, &sel);
+            g.end_rows_from(&all.view(), &sel);
+            let out = g.finish();
+            let ov = out.view();
+            prop_assert_eq!(ov.kind(0), RowKind::Insert);
+            for (i, r) in sel.iter().enumerate() {
+                prop_assert_eq!(ov.kind(i + 1), all.view().kind(*r as usize));
+            }
+        }
+
         /// Whatever rows go in come out, in place, through a serialized batch, twice with one builder.
         #[test]
         fn batches_round_trip(rows in proptest::collection::vec(
