@@ -273,7 +273,10 @@ fn window_top_n_emits_each_windows_first_rows_once() {
     check_changelog("window top-n", &dir, &out, table(rows), true);
 }
 
-fn two_streams(seed: u64) -> (Vec<(String, i64, i64)>, Vec<(String, i64, i64)>) {
+/// (key, value, event time) rows of one input.
+type Events = Vec<(String, i64, i64)>;
+
+fn two_streams(seed: u64) -> (Events, Events) {
     (events(seed, 3_000, 60, 10), events(seed + 100, 2_000, 60, 15))
 }
 

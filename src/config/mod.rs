@@ -168,9 +168,29 @@ pub struct FanOutConfig {
     pub resubscribe_after_ms: u64,
 }
 
+/// The Nexmark tables (Flink Nexmark's `bid`, `person`, `auction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NexmarkTable {
+    Bid,
+    Person,
+    Auction,
+}
+
+impl NexmarkTable {
+    pub fn name(self) -> &'static str {
+        match self {
+            NexmarkTable::Bid => "bid",
+            NexmarkTable::Person => "person",
+            NexmarkTable::Auction => "auction",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NexmarkConfig {
-    /// Bids to generate; `None` = unbounded.
+    /// Which of the Nexmark tables: bids, persons or auctions.
+    pub table: NexmarkTable,
+    /// Rows to generate; `None` = unbounded.
     pub events: Option<u64>,
     /// Wall-clock events/s over all splits; 0 = as fast as possible.
     pub rate: u64,
@@ -482,11 +502,17 @@ fn source_config(mut s: Section<'_>, base: &Path, errors: &mut Vec<ConfigError>)
 }
 
 fn nexmark_source(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> (SourceConnector, Schema) {
-    let table = collect(s.str("table"), errors).flatten().unwrap_or("bid");
-    if table != "bid" {
-        errors.push(s.error("table", format!("is `{table}`; only the `bid` table exists so far")));
-    }
+    let table = match collect(s.str("table"), errors).flatten().unwrap_or("bid") {
+        "bid" => NexmarkTable::Bid,
+        "person" => NexmarkTable::Person,
+        "auction" => NexmarkTable::Auction,
+        other => {
+            errors.push(s.error("table", format!("is `{other}`; use \"bid\", \"person\" or \"auction\"")));
+            NexmarkTable::Bid
+        }
+    };
     let cfg = NexmarkConfig {
+        table,
         events: collect(s.u64("events"), errors).flatten(),
         rate: collect(s.u64("rate"), errors).flatten().unwrap_or(0),
         event_rate: collect(s.u64("event_rate"), errors).flatten().unwrap_or(1_000_000),
@@ -496,7 +522,15 @@ fn nexmark_source(s: &mut Section<'_>, errors: &mut Vec<ConfigError>) -> (Source
     if cfg.event_rate == 0 {
         errors.push(s.error("event_rate", "must be at least 1 (bids per second of event time)"));
     }
-    (SourceConnector::Nexmark(cfg), Schema::parse(NEXMARK_BID_SCHEMA).expect("the bid schema parses"))
+    if table != NexmarkTable::Bid && cfg.key_space > 0 {
+        errors.push(s.error("key_space", "applies to the bid table (its bidders)"));
+    }
+    let schema = match table {
+        NexmarkTable::Bid => NEXMARK_BID_SCHEMA,
+        NexmarkTable::Person => crate::source::nexmark::people::NEXMARK_PERSON_SCHEMA,
+        NexmarkTable::Auction => crate::source::nexmark::people::NEXMARK_AUCTION_SCHEMA,
+    };
+    (SourceConnector::Nexmark(cfg), Schema::parse(schema).expect("the nexmark schemas parse"))
 }
 
 fn file_source(s: &mut Section<'_>, base: &Path, errors: &mut Vec<ConfigError>) -> Option<(SourceConnector, Schema)> {

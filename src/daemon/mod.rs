@@ -206,7 +206,8 @@ pub fn describe(p: &Prepared) -> String {
                     let source = &c.sources[name];
                     let origin = match &source.connector {
                         SourceConnector::Nexmark(n) => format!(
-                            "nexmark bid, {} events, one split per shard",
+                            "nexmark {}, {} rows, one split per shard",
+                            n.table.name(),
                             n.events.map_or("unbounded".to_string(), |e| e.to_string())
                         ),
                         SourceConnector::File(f) => {
@@ -253,11 +254,7 @@ pub fn describe(p: &Prepared) -> String {
                 NodeOp::Rank(r) => {
                     let cols = &plan.nodes[node.inputs[0].node].schema;
                     let name = |c: &usize| cols.fields[*c].name.clone();
-                    let order: Vec<String> = r
-                        .order
-                        .iter()
-                        .map(|(c, asc)| format!("{} {}", name(c), if *asc { "ASC" } else { "DESC" }))
-                        .collect();
+                    let order = sort_order(cols, &r.order);
                     let what = match r.kind {
                         crate::sql::ops::RankKind::TopN => format!("top {}", r.limit),
                         crate::sql::ops::RankKind::KeepFirst(_) => "deduplication, keep first".to_string(),
@@ -266,29 +263,34 @@ pub fn describe(p: &Prepared) -> String {
                     format!(
                         "rank: {what}, partition [{}], order [{}]",
                         r.partition.iter().map(name).collect::<Vec<_>>().join(", "),
-                        order.join(", ")
+                        order
                     )
                 }
-                NodeOp::WindowRank(r) => format!("window top {} per window and partition {:?}", r.limit, r.partition),
+                NodeOp::WindowRank(r) => {
+                    let cols = &plan.nodes[node.inputs[0].node].schema;
+                    let partition: Vec<&str> = r.partition.iter().map(|c| cols.fields[*c].name.as_str()).collect();
+                    format!(
+                        "window top {} per window, partition [{}], order [{}]",
+                        r.limit,
+                        partition.join(", "),
+                        sort_order(cols, &r.order)
+                    )
+                }
                 NodeOp::Join(j) => format!(
-                    "{} join, keys {:?} = {:?}{}{}",
-                    j.sides.kind,
-                    j.sides.left_keys,
-                    j.sides.right_keys,
-                    j.sides.residual.as_ref().map_or(String::new(), |r| format!(", where {r}")),
+                    "{}{}",
+                    join_sides(&j.sides, "join"),
                     j.ttl_ms.map_or(", no state TTL".to_string(), |t| format!(
                         ", state TTL {}",
                         crate::config::duration::format_ms(t)
                     ))
                 ),
                 NodeOp::IntervalJoin(j) => format!(
-                    "{} interval join, keys {:?} = {:?}, left time - right time in [{} ms, {} ms]",
-                    j.sides.kind, j.sides.left_keys, j.sides.right_keys, j.lower_ms, j.upper_ms
+                    "{}, left time - right time in [{} ms, {} ms]",
+                    join_sides(&j.sides, "interval join"),
+                    j.lower_ms,
+                    j.upper_ms
                 ),
-                NodeOp::WindowJoin(j) => format!(
-                    "{} window join on {}, keys {:?} = {:?}",
-                    j.sides.kind, j.spec, j.sides.left_keys, j.sides.right_keys
-                ),
+                NodeOp::WindowJoin(j) => format!("{} on {}", join_sides(&j.sides, "window join"), j.spec),
                 NodeOp::Union => "union all".to_string(),
                 NodeOp::Sink => {
                     let target = match &sink.connector {
@@ -308,6 +310,29 @@ pub fn describe(p: &Prepared) -> String {
         }
     }
     s
+}
+
+/// `a ASC, b DESC`.
+fn sort_order(schema: &crate::record::types::Schema, order: &[(usize, bool)]) -> String {
+    let keys: Vec<String> = order
+        .iter()
+        .map(|(c, asc)| format!("{} {}", schema.fields[*c].name, if *asc { "ASC" } else { "DESC" }))
+        .collect();
+    keys.join(", ")
+}
+
+/// `INNER join, keys [a] = [b], where <residual>`, with columns by name.
+fn join_sides(sides: &crate::sql::ops::JoinSides, what: &str) -> String {
+    let names = |schema: &crate::record::types::Schema, cols: &[usize]| -> String {
+        cols.iter().map(|c| schema.fields[*c].name.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "{} {what}, keys [{}] = [{}]{}",
+        sides.kind,
+        names(&sides.left, &sides.left_keys),
+        names(&sides.right, &sides.right_keys),
+        sides.residual.as_ref().map_or(String::new(), |r| format!(", where {r}"))
+    )
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);

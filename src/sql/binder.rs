@@ -26,8 +26,8 @@ use super::ops::{
 };
 use super::physical::JobPlan;
 use super::plan::{
-    bind, bind_filter, bind_projection, contains_aggregate, function_args, function_name, is_aggregation, norm,
-    unquote, AggScope, Calc, ColRef, RelScope, Scope, TableInfo, WindowAggPlan, WindowSyntax,
+    bind, bind_filter, bind_projection, contains_aggregate, function_args, function_name, is_aggregation, literal,
+    norm, unquote, AggScope, Calc, ColRef, RelScope, Scope, TableInfo, WindowAggPlan, WindowSyntax,
 };
 use super::{interval_ms, parse_statement, SqlError};
 use crate::record::types::{DataType, Field, Schema, Value};
@@ -301,15 +301,20 @@ impl Binder<'_> {
             return Err(SqlError::of(select, "a query reads a table: add FROM"));
         };
         let mut conjuncts: Vec<&ast::Expr> = selection.map(split_and).unwrap_or_default();
-        let mut rel = self.table_with_joins(first)?;
+        let mut rel = self.table_with_joins(first, &mut conjuncts)?;
         for twj in rest {
-            let right = self.table_with_joins(twj)?;
-            rel = self.join(rel, right, JoinKind::Inner, &mut conjuncts, false, &twj.relation)?;
+            let right = self.table_with_joins(twj, &mut conjuncts)?;
+            rel = self.join(rel, right, JoinKind::Inner, &mut Vec::new(), &mut conjuncts, &twj.relation)?;
         }
         Ok((rel, conjuncts))
     }
 
-    fn table_with_joins(&mut self, twj: &ast::TableWithJoins) -> Result<Rel, SqlError> {
+    /// A relation and its JOINs; inner joins take the conditions of `where_conjuncts` that concern them.
+    fn table_with_joins<'q>(
+        &mut self,
+        twj: &'q ast::TableWithJoins,
+        where_conjuncts: &mut Vec<&'q ast::Expr>,
+    ) -> Result<Rel, SqlError> {
         let mut rel = self.factor(&twj.relation)?;
         for j in &twj.joins {
             let right = self.factor(&j.relation)?;
@@ -332,7 +337,7 @@ impl Binder<'_> {
                     ))
                 }
             };
-            rel = self.join(rel, right, kind, &mut conjuncts, true, &j.relation)?;
+            rel = self.join(rel, right, kind, &mut conjuncts, where_conjuncts, &j.relation)?;
         }
         Ok(rel)
     }
@@ -370,7 +375,7 @@ impl Binder<'_> {
             ast::TableFactor::Derived { subquery, alias, lateral: false, .. } => (self.query(subquery)?, alias),
             ast::TableFactor::TableFunction { expr, alias } => (self.window_tvf(expr)?, alias),
             ast::TableFactor::NestedJoin { table_with_joins, alias } => {
-                (self.table_with_joins(table_with_joins)?, alias)
+                (self.table_with_joins(table_with_joins, &mut Vec::new())?, alias)
             }
             other => {
                 return Err(SqlError::of(
@@ -482,13 +487,15 @@ impl Binder<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn join(
+    /// Joins two relations: `on` are the join's own conditions (all of them belong to it); `more` are
+    /// conditions of the WHERE clause, which an inner join takes where they concern its sides.
+    fn join<'q>(
         &mut self,
         left: Rel,
         right: Rel,
         kind: JoinKind,
-        conjuncts: &mut Vec<&ast::Expr>,
-        all_mine: bool,
+        on: &mut Vec<&'q ast::Expr>,
+        more: &mut Vec<&'q ast::Expr>,
         at: &impl Spanned,
     ) -> Result<Rel, SqlError> {
         let (mut left, mut right) = (left, right);
@@ -497,25 +504,31 @@ impl Binder<'_> {
         let mut left_filters = Vec::new();
         let mut right_filters = Vec::new();
         let mut both = Vec::new();
+        let n_on = on.len();
+        let mut conjuncts: Vec<&ast::Expr> = std::mem::take(on);
+        if kind == JoinKind::Inner {
+            conjuncts.append(more);
+        }
         let mut i = 0;
+        let mut keep = Vec::new();
         while i < conjuncts.len() {
             let c = conjuncts[i];
+            let all_mine = i < n_on;
             match self.side_of(c, &left.cols, &right.cols, &all)? {
                 None if all_mine => {
                     // The real binding error, naming the column neither side has.
                     let e = bind_filter(c, &mut RelScope { what: "the join".into(), cols: &all }).err();
                     return Err(e.unwrap_or_else(|| SqlError::of(c, "a join condition that names neither side")));
                 }
-                None => {
-                    i += 1;
-                    continue;
-                }
+                None => keep.push(c),
                 Some(Side::Left(e)) if kind == JoinKind::Inner => left_filters.push(e),
                 Some(Side::Right(e)) if kind == JoinKind::Inner => right_filters.push(e.shift(-(lw as isize))),
                 Some(Side::Left(e) | Side::Right(e) | Side::Both(e)) => both.push((e, c)),
             }
-            conjuncts.remove(i);
+            i += 1;
         }
+        // What concerns neither side goes back to the WHERE clause.
+        more.extend(keep);
         // Conditions on one side of an inner join filter that side before the join (less state).
         left = push_filter(left, left_filters);
         right = push_filter(right, right_filters);
@@ -692,11 +705,17 @@ impl Binder<'_> {
         // What the aggregation binds against: for a window table function, its input's columns only.
         let width = if tvf_grouped { rel.node.schema.len() } else { rel.cols.len() };
         let input_cols: Vec<ColRef> = rel.cols[..width].to_vec();
+        let cascade = if tvf_grouped { None } else { cascade_bounds(group_by, &rel) };
         let mut keys_ast: Vec<&ast::Expr> = Vec::new();
-        let mut window: Option<(WindowSpec, usize, WindowSyntax)> = None;
-        for g in group_by {
+        let mut window: Option<(WindowSpec, Expr, WindowSyntax)> = None;
+        for (i, g) in group_by.iter().enumerate() {
             if tvf_grouped && (is_window_col(g, "window_start") || is_window_col(g, "window_end")) {
                 continue;
+            }
+            if let Some(c) = &cascade {
+                if i == c.end_item {
+                    continue;
+                }
             }
             if let ast::Expr::Function(f) = g {
                 let name = function_name(f);
@@ -710,9 +729,16 @@ impl Binder<'_> {
             }
             keys_ast.push(g);
         }
-        let window = match (tvf_grouped, window, rel.window) {
-            (true, _, Some(p)) => Some((p.spec, p.time_col, WindowSyntax::Tvf)),
-            (_, w, _) => w,
+        let window = match (tvf_grouped, window, rel.window, &cascade) {
+            (true, _, Some(p), _) => {
+                let tf = &rel.node.schema.fields[p.time_col];
+                Some((p.spec, Expr::Column { idx: p.time_col, name: tf.name.clone(), ty: tf.ty }, WindowSyntax::Tvf))
+            }
+            (_, None, _, Some(c)) => {
+                let end = norm(&group_by[c.end_item]);
+                Some((WindowSpec::Tumble { size_ms: c.step_ms }, c.time.clone(), WindowSyntax::Cascade { end }))
+            }
+            (_, w, _, _) => w,
         };
         if let (Some(_), Some(why)) = (&window, &rel.node.updating) {
             return Err(SqlError::of(
@@ -723,6 +749,7 @@ impl Binder<'_> {
         let syntax = window.as_ref().map_or(WindowSyntax::Unbounded, |w| match &w.2 {
             WindowSyntax::Tvf => WindowSyntax::Tvf,
             WindowSyntax::Group { family, args } => WindowSyntax::Group { family, args: args.clone() },
+            WindowSyntax::Cascade { end } => WindowSyntax::Cascade { end: end.clone() },
             WindowSyntax::Unbounded => WindowSyntax::Unbounded,
         });
         let windowed = window.is_some();
@@ -753,9 +780,8 @@ impl Binder<'_> {
         let having = s.having.as_ref().map(|h| bind_filter(h, &mut scope)).transpose()?;
         let n_keys = scope.keys.len();
         let mut pre_exprs: Vec<Expr> = scope.keys.iter().map(|(_, e)| e.clone()).collect();
-        if let Some((_, time_col, _)) = &window {
-            let tf = &rel.node.schema.fields[*time_col];
-            pre_exprs.push(Expr::Column { idx: *time_col, name: tf.name.clone(), ty: tf.ty });
+        if let Some((_, time, _)) = &window {
+            pre_exprs.push(time.clone());
         }
         pre_exprs.extend(scope.args.iter().map(|(_, e)| e.clone()));
         let pre_fields = pre_exprs
@@ -776,6 +802,7 @@ impl Binder<'_> {
         let pre_schema = Schema::new(pre_fields);
         let updating_in = rel.node.updating.is_some();
         let pre = calc_over(rel.node, filter, pre_exprs, pre_schema.clone());
+        let scope_keys: Vec<String> = scope.keys.iter().map(|(t, _)| t.clone()).collect();
         let aggs = scope.aggs.into_iter().map(|(_, a)| a).collect();
         let post = Calc { filter: having, exprs, schema: out_schema.clone() };
         let (op, rowtime, updating, out_window) = match window {
@@ -784,9 +811,21 @@ impl Binder<'_> {
                 // window where window_start and window_end are selected.
                 let window_end = n_keys + 1;
                 let rowtime = post.exprs.iter().position(|e| is_window_time(e, window_end));
+                let carried = match &cascade {
+                    // The input's windows, not the tumbling buckets of their ends.
+                    Some(c) => {
+                        let text = norm(&group_by[c.start_item]);
+                        scope_keys.iter().position(|k| *k == text).map(|start| WindowCols {
+                            spec: c.input.spec,
+                            start,
+                            end: window_end,
+                        })
+                    }
+                    None => Some(WindowCols { spec, start: n_keys, end: window_end }),
+                };
                 let w = match spec {
                     WindowSpec::Session { .. } => None,
-                    _ => project_window(Some(WindowCols { spec, start: n_keys, end: n_keys + 1 }), &post.exprs),
+                    _ => project_window(carried, &post.exprs),
                 };
                 let plan = WindowAggPlan {
                     spec,
@@ -1087,6 +1126,50 @@ fn set_limit(node: &mut LNode, col: usize, limit: i64) -> bool {
 }
 
 /// `window_end - 1` over the aggregation's rows: the window's `window_time`.
+/// A GROUP BY over the window bounds its input rows carry: the rows of one window share its end, so the
+/// aggregation buckets them by end with a tumbling window of the windows' step (the end's time is `end - 1`), and
+/// keeps the start as a grouped column.
+struct Cascade {
+    input: WindowCols,
+    start_item: usize,
+    end_item: usize,
+    step_ms: i64,
+    time: Expr,
+}
+
+fn cascade_bounds(group_by: &[ast::Expr], rel: &Rel) -> Option<Cascade> {
+    let input = rel.node.window?;
+    if rel.node.updating.is_some() {
+        return None;
+    }
+    let step_ms = match input.spec {
+        WindowSpec::Tumble { size_ms } => size_ms,
+        WindowSpec::Hop { slide_ms, .. } => slide_ms,
+        WindowSpec::Cumulate { step_ms, .. } => step_ms,
+        WindowSpec::Session { .. } => return None,
+    };
+    let mut scope = RelScope { what: describe_cols(&rel.cols), cols: &rel.cols };
+    let mut at = |col: usize| {
+        group_by.iter().position(|g| {
+            !matches!(g, ast::Expr::Function(_)) && bind(g, &mut scope).ok().and_then(|e| e.as_column()) == Some(col)
+        })
+    };
+    let (start_item, end_item) = (at(input.start)?, at(input.end)?);
+    if group_by.iter().any(
+        |g| matches!(g, ast::Expr::Function(f) if matches!(function_name(f).as_str(), "TUMBLE" | "HOP" | "SESSION")),
+    ) {
+        return None;
+    }
+    let end = &rel.node.schema.fields[input.end];
+    let time = Expr::Binary {
+        op: BinOp::Sub,
+        left: Box::new(Expr::Column { idx: input.end, name: end.name.clone(), ty: end.ty }),
+        right: Box::new(literal(Value::Int(1), DataType::BigInt)),
+        ty: DataType::Timestamp,
+    };
+    Some(Cascade { input, start_item, end_item, step_ms, time })
+}
+
 fn is_window_time(e: &Expr, window_end: usize) -> bool {
     matches!(e, Expr::Binary { op: BinOp::Sub, left, right, .. }
         if left.as_column() == Some(window_end) && literal_int(right) == Some(1))
@@ -1193,7 +1276,7 @@ fn group_window(
     e: &ast::Expr,
     name: &str,
     rel: &Rel,
-) -> Result<(WindowSpec, usize, WindowSyntax), SqlError> {
+) -> Result<(WindowSpec, Expr, WindowSyntax), SqlError> {
     let args = function_args(f)?;
     let usage = match name {
         "TUMBLE" => "TUMBLE(ts, INTERVAL '10' SECOND)",
@@ -1227,7 +1310,9 @@ fn group_window(
         "HOP" => "HOP",
         _ => "SESSION",
     };
-    Ok((spec, time_col, WindowSyntax::Group { family, args: args.into_iter().map(norm).collect() }))
+    let tf = &rel.node.schema.fields[time_col];
+    let time = Expr::Column { idx: time_col, name: tf.name.clone(), ty: tf.ty };
+    Ok((spec, time, WindowSyntax::Group { family, args: args.into_iter().map(norm).collect() }))
 }
 
 /// UNION ALL of two relations with the same column types (numbers of different widths meet at the wider).
@@ -1303,4 +1388,95 @@ fn describe_cols(cols: &[ColRef]) -> String {
 
 fn in_view(name: &str, e: SqlError) -> SqlError {
     SqlError { message: format!("in view `{name}`: {}", e.message), ..e }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::physical::NodeOp;
+    use crate::sql::WatermarkSpec;
+
+    fn tables() -> BTreeMap<String, TableInfo> {
+        let bid = Schema::parse(crate::config::NEXMARK_BID_SCHEMA).unwrap();
+        let time = bid.index_of("dateTime").unwrap();
+        let mut t = BTreeMap::new();
+        t.insert(
+            "bid".to_string(),
+            TableInfo { schema: bid, watermark: Some(WatermarkSpec { column: time, delay_ms: 4000 }) },
+        );
+        t
+    }
+
+    /// The operators of `sql`'s plan in order, e.g. `scan calc window-agg(TUMBLE(size 2 s)) sink`.
+    fn shape(sql: &str) -> String {
+        let plan = plan_job(sql, &tables(), &["out".to_string()]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        plan.check().unwrap();
+        let ops: Vec<String> = plan
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                NodeOp::Scan { .. } => "scan".to_string(),
+                NodeOp::Calc(_) => "calc".to_string(),
+                NodeOp::WindowAgg(w) => format!("window-agg({})", w.spec),
+                NodeOp::WindowAssign { spec, .. } => format!("window-assign({spec})"),
+                NodeOp::GroupAgg(_) => "group-agg".to_string(),
+                NodeOp::Rank(_) => "rank".to_string(),
+                NodeOp::WindowRank(_) => "window-rank".to_string(),
+                NodeOp::Join(j) => format!("join({})", j.sides.kind),
+                NodeOp::IntervalJoin(j) => format!("interval-join[{}, {}]", j.lower_ms, j.upper_ms),
+                NodeOp::WindowJoin(j) => format!("window-join({})", j.spec),
+                NodeOp::Union => "union".to_string(),
+                NodeOp::Sink => "sink".to_string(),
+            })
+            .collect();
+        let updating = if plan.updating.is_some() { " (updating)" } else { "" };
+        format!("{}{updating}", ops.join(" "))
+    }
+
+    const HOP_COUNTS: &str = "SELECT auction, COUNT(*) AS num, window_start AS starttime, window_end AS endtime \
+        FROM TABLE(HOP(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) \
+        GROUP BY auction, window_start, window_end";
+
+    #[test]
+    fn a_group_by_over_carried_window_bounds_is_a_window_aggregation_joinable_on_its_window() {
+        // Nexmark q5: the maximum count per window is a window aggregation over the counts' window ends (a
+        // tumbling window of the hop's slide), and the join on both bounds is a window join.
+        let q5 = format!(
+            "INSERT INTO out SELECT a.auction, a.num FROM ({HOP_COUNTS}) a JOIN (SELECT MAX(num) AS maxn, \
+             starttime, endtime FROM ({HOP_COUNTS}) GROUP BY starttime, endtime) m \
+             ON a.starttime = m.starttime AND a.endtime = m.endtime AND a.num >= m.maxn"
+        );
+        assert_eq!(
+            shape(&q5),
+            "scan calc window-agg(HOP(slide 2 s, size 10 s)) calc window-agg(HOP(slide 2 s, size 10 s)) calc \
+             window-agg(TUMBLE(size 2 s)) window-join(HOP(slide 2 s, size 10 s)) calc sink"
+        );
+        // Grouping by the start alone is not a window: an unbounded, updating aggregation.
+        assert_eq!(
+            shape(&format!("INSERT INTO out SELECT starttime, MAX(num) AS m FROM ({HOP_COUNTS}) GROUP BY starttime")),
+            "scan calc window-agg(HOP(slide 2 s, size 10 s)) calc group-agg sink (updating)"
+        );
+    }
+
+    #[test]
+    fn joins_are_classified_by_what_their_condition_says_of_time() {
+        // Both sides' event times bounded: an interval join.
+        assert_eq!(
+            shape(
+                "INSERT INTO out SELECT a.auction, b.price FROM bid a JOIN bid b ON a.auction = b.auction \
+                 AND a.dateTime BETWEEN b.dateTime - INTERVAL '1' SECOND AND b.dateTime + INTERVAL '2' SECOND"
+            ),
+            "scan interval-join[-1000, 2000] calc sink"
+        );
+        // A window end is a plain timestamp (window_time is the event time): Nexmark q7 is a regular join.
+        assert_eq!(
+            shape(
+                "INSERT INTO out SELECT B.auction, B.price FROM bid B JOIN (SELECT MAX(price) AS maxprice, \
+                 window_end AS dateTime FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) \
+                 GROUP BY window_start, window_end) B1 ON B.price = B1.maxprice \
+                 WHERE B.dateTime BETWEEN B1.dateTime - INTERVAL '10' SECOND AND B1.dateTime"
+            ),
+            "scan calc window-agg(TUMBLE(size 10 s)) join(INNER) calc sink"
+        );
+    }
 }

@@ -667,6 +667,9 @@ pub(super) enum WindowSyntax {
     Tvf,
     /// `TUMBLE_START(ts, ...)` and friends, with the group window's arguments as written.
     Group { family: &'static str, args: Vec<String> },
+    /// GROUP BY the window bounds its input rows carry (a cascaded window aggregation): the start stays a grouped
+    /// column, the end (its text as written) is the aggregation's window end.
+    Cascade { end: String },
     /// No window: an unbounded aggregation.
     Unbounded,
 }
@@ -796,7 +799,7 @@ impl AggScope<'_> {
             WindowSyntax::Group { family: f2, .. } => {
                 Err(SqlError::of(e, format!("{name} does not match the query's {f2}(...) window")))
             }
-            WindowSyntax::Tvf => Err(SqlError::of(e, format!("{name} belongs to GROUP BY {family}(...); with a window table function use window_start and window_end"))),
+            WindowSyntax::Tvf | WindowSyntax::Cascade { .. } => Err(SqlError::of(e, format!("{name} belongs to GROUP BY {family}(...); with a window table function use window_start and window_end"))),
             WindowSyntax::Unbounded => Err(SqlError::of(e, format!("{name} needs GROUP BY {family}(...)"))),
         }
     }
@@ -805,6 +808,9 @@ impl AggScope<'_> {
 impl Scope for AggScope<'_> {
     fn resolve(&mut self, e: &ast::Expr) -> Result<Option<Expr>, SqlError> {
         let text = norm(e);
+        if matches!(&self.syntax, WindowSyntax::Cascade { end } if *end == text) {
+            return Ok(Some(self.window_col(true, false)));
+        }
         if let Some(idx) = self.keys.iter().position(|(t, _)| *t == text) {
             let (_, bound) = &self.keys[idx];
             return Ok(Some(Expr::Column { idx, name: bound.to_string(), ty: bound.ty() }));

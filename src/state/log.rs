@@ -820,6 +820,9 @@ mod tests {
     }
 
     /// The state table of generated job `job`.
+    /// (job, key group, namespace, key) of a state entry.
+    type EntryKey = (u32, u16, i64, Vec<u8>);
+
     fn sid(job: u16) -> StateId {
         StateId { job, node: 3, table: job % 2 }
     }
@@ -838,7 +841,7 @@ mod tests {
             let epoch = i as u64 + 1;
             let mut enc = BlobEncoder::new(epoch, 0, if i == 0 { CheckpointKind::Base } else { CheckpointKind::Delta });
             // A checkpoint's net effect: drops, then the last operation per entry.
-            let mut last: BTreeMap<(u32, u16, i64, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
+            let mut last: BTreeMap<EntryKey, Option<Vec<u8>>> = BTreeMap::new();
             for op in ops {
                 match op {
                     Op::Drop { job, ns } => {

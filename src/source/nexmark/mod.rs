@@ -1,6 +1,7 @@
-//! The `nexmark` source, table `bid`: the exact bid stream of the benchmark spec, generated in process.
+//! The `nexmark` source: the exact bid stream of the benchmark spec, and its persons and auctions
+//! (`people.rs`), generated in process.
 //!
-//! With N splits, split j generates bids j, j+N, j+2N, ..., so event time advances in lock-step on every
+//! With N splits, split j generates rows j, j+N, j+2N, ..., so event time advances in lock-step on every
 //! shard and the stream is the same whatever the number of shards.
 
 pub mod gen;
@@ -9,7 +10,7 @@ pub mod people;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::config::NexmarkConfig;
+use crate::config::{NexmarkConfig, NexmarkTable};
 use crate::constants::NEXMARK_PREFETCH_BIDS;
 use crate::record::BatchBuilder;
 use gen::{Generator, GeneratorConfig, Tables};
@@ -23,9 +24,12 @@ const COL_URL: usize = 4;
 const COL_DATE_TIME: usize = 5;
 const COL_EXTRA: usize = 6;
 
-/// One split of the bid stream.
+/// One split of a nexmark table's stream.
 pub struct NexmarkSplit {
+    table: NexmarkTable,
     generator: Generator,
+    tables: Arc<Tables>,
+    gcfg: GeneratorConfig,
     /// The next bid number this split generates.
     next: u64,
     stride: u64,
@@ -121,7 +125,10 @@ impl NexmarkSplit {
             *m = *u;
         }
         NexmarkSplit {
-            generator: Generator::new(gcfg, tables),
+            table: cfg.table,
+            generator: Generator::new(gcfg, tables.clone()),
+            tables,
+            gcfg,
             next: split,
             stride: n_splits,
             end: cfg.events.unwrap_or(u64::MAX),
@@ -199,12 +206,45 @@ impl NexmarkSplit {
         Some(ReadSchedule { first: self.generated * self.stride + self.split, stride: self.stride })
     }
 
-    /// Appends up to `max` bids to `out`; returns how many.
+    /// Whether row `r` was emitted before a restore onto another split count (see [`NexmarkSplit::resume`]).
+    fn skipped(&mut self, r: u64) -> bool {
+        let Some(skip) = &self.skip else { return false };
+        if r >= skip.max {
+            self.skip = None;
+            return false;
+        }
+        r < skip.next[(r % skip.n) as usize]
+    }
+
+    /// Appends up to `max` persons or auctions to `out`; returns how many.
+    fn read_people(&mut self, out: &mut BatchBuilder, max: usize) -> usize {
+        let mut n = 0;
+        while n < max && self.next < self.end {
+            let r = self.next;
+            self.next += self.stride;
+            if self.skipped(r) {
+                continue;
+            }
+            let (rate, seed) = (self.gcfg.event_rate, self.gcfg.seed);
+            match self.table {
+                NexmarkTable::Person => people::write_person(r, &self.tables, rate, seed, out),
+                _ => people::write_auction(r, &self.tables, rate, seed, out),
+            }
+            n += 1;
+        }
+        self.generated += n as u64;
+        n
+    }
+
+    /// Appends up to `max` rows (bids, persons or auctions) to `out`; returns how many.
     ///
     /// Bids are made in chunks: first every bid of the chunk is drawn (arithmetic only) and the cache lines of
     /// its `extra` slice are prefetched, then the rows are appended. `extra` is a random slice of a 1 MiB pool,
     /// so without this each row waits for a cache miss; with it, the misses of a chunk overlap.
     pub fn read(&mut self, out: &mut BatchBuilder, max: usize) -> usize {
+        if self.table != NexmarkTable::Bid {
+            return self.read_people(out, max);
+        }
         let mut n = 0;
         let mut chunk = Vec::with_capacity(NEXMARK_PREFETCH_BIDS);
         while n < max && self.next < self.end {
@@ -252,7 +292,14 @@ mod tests {
     use super::*;
 
     fn split(pace: &Arc<Pace>, j: u64, n: u64) -> NexmarkSplit {
-        let cfg = NexmarkConfig { events: None, rate: pace.rate(), event_rate: 1_000_000, key_space: 0, seed: 42 };
+        let cfg = NexmarkConfig {
+            table: NexmarkTable::Bid,
+            events: None,
+            rate: pace.rate(),
+            event_rate: 1_000_000,
+            key_space: 0,
+            seed: 42,
+        };
         NexmarkSplit::new(&cfg, NexmarkSplit::tables(42), Some(pace.clone()), j, n, &[true; 7])
     }
 
@@ -280,7 +327,14 @@ mod tests {
 
     #[test]
     fn an_unpaced_split_reads_as_fast_as_asked() {
-        let cfg = NexmarkConfig { events: None, rate: 0, event_rate: 1_000_000, key_space: 0, seed: 42 };
+        let cfg = NexmarkConfig {
+            table: NexmarkTable::Bid,
+            events: None,
+            rate: 0,
+            event_rate: 1_000_000,
+            key_space: 0,
+            seed: 42,
+        };
         let mut s = NexmarkSplit::new(&cfg, NexmarkSplit::tables(42), None, 0, 1, &[true; 7]);
         assert_eq!(s.allowance(4096, Instant::now()), (4096, None));
         assert!(s.next_read_schedule().is_none());
