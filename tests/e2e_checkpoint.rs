@@ -436,13 +436,6 @@ fn a_savepoint_from_1_core_finishes_on_2_cores() {
     savepoint_rescale(1, 2);
 }
 
-/// The epoch in a checkpointed part file's name (`part-<job>-<shard>-e<epoch>-<seq>.json`).
-fn part_epoch(path: &Path) -> Option<u64> {
-    let name = path.file_name()?.to_str()?;
-    let at = name.rfind("-e")?;
-    name[at + 2..].split('-').next()?.parse().ok()
-}
-
 #[test]
 fn a_savepoint_taken_while_the_job_runs_restores_exactly_its_checkpoint() {
     let _serial = serial();
@@ -487,4 +480,145 @@ fn a_savepoint_taken_while_the_job_runs_restores_exactly_its_checkpoint() {
         got.sort();
         assert_eq!(got, rows(&dir.join(format!("reference/{sink}"))), "{sink}: savepoint {epoch}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Stateful SQL beyond windows: joins, Top-N, unbounded aggregation, with updating (debezium-json) results.
+
+/// The sinks of [`sql_config`]'s jobs.
+const SQL_SINKS: [&str; 3] = ["joined", "top", "totals"];
+
+/// Three updating jobs on rate-limited nexmark tables (about 4 s of input at `bid_rate`), checkpointed every
+/// 50 ms: a LEFT JOIN of auctions with their sellers (a null-padded row is retracted when its seller comes),
+/// a Top-3 of prices per auction, and an unbounded GROUP BY with MIN, MAX and COUNT DISTINCT.
+fn sql_config(dir: &TempDir, name: &str, cores: usize, checkpoints: bool, bid_rate: u64) -> PathBuf {
+    let checkpoint = if checkpoints { "[checkpoint]\ninterval = \"50ms\"\n" } else { "" };
+    // Persons and auctions keep pace with the bids: 1 and 3 per 46 bids.
+    let (person_rate, auction_rate) = (bid_rate / 46, bid_rate * 3 / 46);
+    let mut text = format!(
+        r#"[runtime]
+cores = {cores}
+key_groups = 64
+state_dir = "state"
+state_ttl = "1h"
+
+{checkpoint}
+[sources.bid]
+connector = "nexmark"
+table = "bid"
+events = 400_000
+rate = {bid_rate}
+event_rate = 10_000
+key_space = 500
+watermark = "dateTime - INTERVAL '4' SECOND"
+
+[sources.person]
+connector = "nexmark"
+table = "person"
+events = 8_600
+rate = {person_rate}
+event_rate = 10_000
+watermark = "dateTime - INTERVAL '4' SECOND"
+
+[sources.auction]
+connector = "nexmark"
+table = "auction"
+events = 26_000
+rate = {auction_rate}
+event_rate = 10_000
+watermark = "dateTime - INTERVAL '4' SECOND"
+
+[[jobs]]
+name = "joined"
+sql = """
+INSERT INTO joined
+SELECT a.id, a.category, a.seller, p.name, p.state
+FROM auction AS a LEFT JOIN person AS p ON a.seller = p.id
+"""
+
+[[jobs]]
+name = "top"
+sql = """
+INSERT INTO top
+SELECT auction, price, rn
+FROM (SELECT auction, price, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn FROM bid)
+WHERE rn <= 3
+"""
+
+[[jobs]]
+name = "totals"
+sql = """
+INSERT INTO totals
+SELECT bidder % 50 AS b, COUNT(*) AS n, MIN(price) AS lo, MAX(price) AS hi, COUNT(DISTINCT auction) AS auctions
+FROM bid GROUP BY bidder % 50
+"""
+"#
+    );
+    for sink in SQL_SINKS {
+        text +=
+            &format!("\n[sinks.{sink}]\nconnector = \"file\"\npath = \"{name}/{sink}\"\nformat = \"debezium-json\"\n");
+    }
+    let path = dir.join(format!("{name}.toml"));
+    write_file(&path, text.as_bytes());
+    path
+}
+
+/// The table a sink's changelog ends at (every update and delete must take away a row that is there).
+fn final_table(label: &str, sink: &Path, dir: &TempDir) -> std::collections::BTreeMap<String, i64> {
+    apply_changelog(&read_changelog(sink)).unwrap_or_else(|e| {
+        dir.keep();
+        panic!("{label}: {e}")
+    })
+}
+
+/// After crashes, every SQL sink's changelog ends at the table of an uninterrupted, checkpoint-free run.
+fn assert_same_tables(dir: &TempDir, crashed: &str) {
+    for sink in SQL_SINKS {
+        let want = final_table(&format!("reference {sink}"), &dir.join(format!("reference/{sink}")), dir);
+        let got = final_table(&format!("{crashed} {sink}"), &dir.join(format!("{crashed}/{sink}")), dir);
+        assert!(want.len() > 40, "{sink}: the reference table has only {} rows", want.len());
+        if got != want {
+            dir.keep();
+            let missing = want.iter().filter(|(k, n)| got.get(*k) != Some(n)).count();
+            let extra = got.iter().filter(|(k, n)| want.get(*k) != Some(n)).count();
+            panic!(
+                "{sink}: {} rows, expected {} ({missing} missing or miscounted, {extra} unexpected)",
+                got.len(),
+                want.len()
+            );
+        }
+        assert_eq!(hidden_output_files(&dir.join(format!("{crashed}/{sink}"))), Vec::<String>::new());
+    }
+    // The left join did retract null-padded rows, so restores carried join state that changes output.
+    let joined = read_changelog(&dir.join(format!("{crashed}/joined")));
+    assert!(joined.iter().any(|c| c["op"] == "u" || c["op"] == "d"), "the left join never retracted a row");
+}
+
+#[test]
+fn killed_sql_jobs_with_joins_top_n_and_group_by_end_at_the_tables_of_an_uninterrupted_run() {
+    let _serial = serial();
+    let dir = TempDir::new("crash-sql");
+    let reference = sql_config(&dir, "reference", 2, false, 0);
+    shardflow_run(&reference).assert_code(0, &dir);
+    let crashed = sql_config(&dir, "crashed", 2, true, env_or("SHARDFLOW_CRASH_RATE", CRASH_RATE));
+    let restores = run_with_kills(&crashed, env_or("SHARDFLOW_CRASH_KILLS", 15), &dir);
+    assert!(restores > 0, "no run restored a checkpoint");
+    assert_same_tables(&dir, "crashed");
+}
+
+/// Restarts alternate between 2 cores and 1: join, ranking and aggregation state moves between shards with
+/// its key groups.
+#[test]
+fn killed_sql_jobs_restarted_on_alternating_core_counts_end_at_the_same_tables() {
+    let _serial = serial();
+    let dir = TempDir::new("crash-sql-rescale");
+    let reference = sql_config(&dir, "reference", 2, false, 0);
+    shardflow_run(&reference).assert_code(0, &dir);
+    let two = sql_config(&dir, "crashed", 2, true, CRASH_RATE);
+    let one = dir.join("crashed-1.toml");
+    let text = std::fs::read_to_string(&two).unwrap().replace("cores = 2", "cores = 1");
+    write_file(&one, text.as_bytes());
+    let restores = run_with_kills_cycling(&[&two, &one], 10, &dir);
+    assert!(restores > 0, "no run restored a checkpoint");
+    assert_same_tables(&dir, "crashed");
 }

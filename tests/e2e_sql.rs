@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::{
-    canonical_json, format_ts, read_output_rows, shardflow_check, shardflow_run, write_file, SplitMix64, TempDir,
+    apply_changelog, canonical_json, format_ts, read_changelog, shardflow_check, shardflow_run, write_file, SplitMix64,
+    TempDir,
 };
 use serde_json::{json, Value};
 
@@ -52,40 +53,11 @@ fn run_sql(label: &str, sources: &[Src], sql: &str, sink_extra: &str, cores: u32
     write_file(&cfg, toml.as_bytes());
     let out = shardflow_run(&cfg);
     out.assert_code(0, &dir);
-    let rows = read_output_rows(&dir.join("out"));
+    let rows = read_changelog(&dir.join("out"));
     (dir, rows)
 }
 
 const DEBEZIUM: &str = "format = \"debezium-json\"";
-
-/// Applies a debezium-json changelog to an empty table (a multiset of rows); fails on an update or delete of
-/// a row that is not there.
-fn apply(changes: &[Value]) -> Result<BTreeMap<String, i64>, String> {
-    let mut table: BTreeMap<String, i64> = BTreeMap::new();
-    for (i, c) in changes.iter().enumerate() {
-        let (before, after) = (&c["before"], &c["after"]);
-        match c["op"].as_str() {
-            Some("c") if before.is_null() && !after.is_null() => {}
-            Some("u") if !before.is_null() && !after.is_null() => {}
-            Some("d") if !before.is_null() && after.is_null() => {}
-            _ => return Err(format!("change {i} is not a debezium change: {c}")),
-        }
-        if !before.is_null() {
-            let k = canonical_json(before);
-            match table.get_mut(&k) {
-                Some(n) if *n > 0 => *n -= 1,
-                _ => return Err(format!("change {i} takes away {k}, which is not in the table: {c}")),
-            }
-            if table[&k] == 0 {
-                table.remove(&k);
-            }
-        }
-        if !after.is_null() {
-            *table.entry(canonical_json(after)).or_default() += 1;
-        }
-    }
-    Ok(table)
-}
 
 /// Rows as a multiset.
 fn table(rows: impl IntoIterator<Item = Value>) -> BTreeMap<String, i64> {
@@ -98,7 +70,7 @@ fn table(rows: impl IntoIterator<Item = Value>) -> BTreeMap<String, i64> {
 
 /// Checks a changelog: it applies cleanly, holds only inserts if `append_only`, and ends as `want`.
 fn check_changelog(label: &str, dir: &TempDir, changes: &[Value], want: BTreeMap<String, i64>, append_only: bool) {
-    let got = apply(changes).unwrap_or_else(|e| {
+    let got = apply_changelog(changes).unwrap_or_else(|e| {
         dir.keep();
         panic!("{label}: {e}")
     });
@@ -420,7 +392,7 @@ fn union_all_of_a_view_and_a_cte_has_every_row_of_both() {
     let cfg = dir.join("job.toml");
     write_file(&cfg, toml.as_bytes());
     shardflow_run(&cfg).assert_code(0, &dir);
-    let got = table(read_output_rows(&dir.join("out")));
+    let got = table(read_changelog(&dir.join("out")));
     let want = table(
         a.iter()
             .filter(|(_, v, _)| *v >= 500)

@@ -451,6 +451,61 @@ pub fn read_output_rows(dir: &Path) -> Vec<Value> {
     rows
 }
 
+/// The epoch in a checkpointed part file's name (`part-<job>-<shard>-e<epoch>-<seq>.json`).
+pub fn part_epoch(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let at = name.rfind("-e")?;
+    name[at + 2..].split('-').next()?.parse().ok()
+}
+
+/// The rows of a file sink in an order that keeps each key's changes in the order they were made: by
+/// checkpoint epoch, then by shard and sequence. (A key is changed by one shard per run and a run's epochs
+/// follow the previous run's, so this holds across restarts on other core counts too.)
+pub fn read_changelog(dir: &Path) -> Vec<Value> {
+    let mut files = visible_output_files(dir);
+    files.sort_by_key(|f| (part_epoch(f).unwrap_or(0), f.clone()));
+    let mut rows = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let row: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("{}:{}: output line is not JSON ({e}): {}", file.display(), i + 1, tail(line, 200))
+            });
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+/// Applies a debezium-json changelog to an empty table (a multiset of canonical rows → count); fails on an
+/// update or delete of a row that is not there.
+pub fn apply_changelog(changes: &[Value]) -> Result<BTreeMap<String, i64>, String> {
+    let mut table: BTreeMap<String, i64> = BTreeMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        let (before, after) = (&c["before"], &c["after"]);
+        match c["op"].as_str() {
+            Some("c") if before.is_null() && !after.is_null() => {}
+            Some("u") if !before.is_null() && !after.is_null() => {}
+            Some("d") if !before.is_null() && after.is_null() => {}
+            _ => return Err(format!("change {i} is not a debezium change: {c}")),
+        }
+        if !before.is_null() {
+            let k = canonical_json(before);
+            match table.get_mut(&k) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => return Err(format!("change {i} takes away {k}, which is not in the table: {c}")),
+            }
+            if table[&k] == 0 {
+                table.remove(&k);
+            }
+        }
+        if !after.is_null() {
+            *table.entry(canonical_json(after)).or_default() += 1;
+        }
+    }
+    Ok(table)
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Comparing rows.
 
