@@ -22,6 +22,17 @@ pub const EXCHANGE_BATCH_ROWS_MAX: usize = 4096;
 /// Bytes of row data in one batch before it is flushed, whatever its row count: bounds the memory a batch pins.
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
 
+/// Two-phase aggregation (operator/local_agg.rs): a batch of at least [`LOCAL_AGG_JUDGE_ROWS_MIN`] rows that
+/// folds away less than this percentage of its rows (about one group per row, e.g. a million keys) is not
+/// worth folding: hashing every row costs more than the rows it saves the exchange and the global
+/// aggregation. Smaller batches are too small to judge.
+pub const LOCAL_AGG_FOLD_PERCENT_MIN: usize = 25;
+pub const LOCAL_AGG_JUDGE_ROWS_MIN: usize = 256;
+
+/// After a batch that did not fold, this many batches pass through the local aggregation unfolded before it
+/// tries again: keys change slowly, and a retry costs a batch of hashing.
+pub const LOCAL_AGG_PASS_BATCHES: u32 = 64;
+
 /// Longest time a row may wait in a partly filled exchange or sink batch before it is flushed: bounds the
 /// latency that batching adds at low rates (the issue asks for at most 1 ms).
 pub const BATCH_LINGER_US: u64 = 200;

@@ -232,11 +232,22 @@ pub fn describe(p: &Prepared) -> String {
                     let keys: Vec<&str> = w.input.fields[..w.n_keys].iter().map(|f| f.name.as_str()).collect();
                     let aggs: Vec<&str> = w.aggs.iter().map(|a| a.text.as_str()).collect();
                     format!(
-                        "window aggregate: {}, keys [{}], aggregates [{}]; then {}",
+                        "{}window aggregate: {}, keys [{}], aggregates [{}]; then {}",
+                        if w.rows_col.is_some() { "global " } else { "" },
                         w.spec,
                         keys.join(", "),
                         aggs.join(", "),
                         w.post
+                    )
+                }
+                NodeOp::LocalAgg(l) => {
+                    let keys: Vec<&str> = l.input.fields[..l.n_keys].iter().map(|f| f.name.as_str()).collect();
+                    let aggs: Vec<&str> = l.aggs.iter().map(|a| a.text.as_str()).collect();
+                    format!(
+                        "local aggregate (partials per batch{}): keys [{}], aggregates [{}]",
+                        l.window.map_or(String::new(), |(spec, _)| format!(" and slice of {spec}")),
+                        keys.join(", "),
+                        aggs.join(", ")
                     )
                 }
                 NodeOp::WindowAssign { spec, .. } => format!("window assignment: {spec}"),
@@ -244,7 +255,8 @@ pub fn describe(p: &Prepared) -> String {
                     let keys: Vec<&str> = g.input.fields[..g.n_keys].iter().map(|f| f.name.as_str()).collect();
                     let aggs: Vec<&str> = g.aggs.iter().map(|a| a.text.as_str()).collect();
                     format!(
-                        "group aggregate (updating{}): keys [{}], aggregates [{}]; then {}",
+                        "{}group aggregate (updating{}): keys [{}], aggregates [{}]; then {}",
+                        if g.aggs.iter().any(|a| a.partial) { "global " } else { "" },
                         if g.retracting { ", retracting its input" } else { "" },
                         keys.join(", "),
                         aggs.join(", "),

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::record::types::{DataType, Datum, Value};
+use crate::record::{BatchBuilder, BatchView};
 use crate::sql::expr::compare;
 use crate::sql::{AggCall, AggKind};
 
@@ -205,6 +206,58 @@ impl Acc {
         }
     }
 
+    /// Adds row `row` of `view` for `call`: its argument, or, for the global half of a two-phase
+    /// aggregation, the partial accumulator a local aggregation wrote.
+    #[inline]
+    pub fn add_row(&mut self, call: &AggCall, view: &BatchView<'_>, row: usize, scratch: &mut Vec<u8>) {
+        match call.arg {
+            Some(col) if call.partial => self.merge_partial(view, row, col),
+            arg => self.update(arg.map(|c| view.datum(c, row)), scratch),
+        }
+    }
+
+    /// Writes this accumulator as a partial (the columns of [`partial_types`]) from column `col` on.
+    pub fn write_partial(&self, out: &mut BatchBuilder, col: usize) {
+        match self {
+            Acc::Count(n) => out.push_int(col, *n),
+            Acc::SumInt { sum, n } => {
+                out.push_int(col, *sum);
+                out.push_int(col + 1, *n);
+            }
+            Acc::SumDouble { sum, n } => {
+                out.push_double(col, *sum);
+                out.push_int(col + 1, *n);
+            }
+            Acc::Min(v) | Acc::Max(v) => match v {
+                Some(v) => out.push_datum(col, &v.as_datum()),
+                None => out.push_null(col),
+            },
+            other => unreachable!("{other:?} has no partial form (no two-phase aggregation plans it)"),
+        }
+    }
+
+    /// Folds a partial accumulator (columns from `col` of row `row`, as [`Acc::write_partial`] wrote them)
+    /// into `self`.
+    fn merge_partial(&mut self, view: &BatchView<'_>, row: usize, col: usize) {
+        match self {
+            Acc::Count(n) => *n += view.int(col, row),
+            Acc::SumInt { sum, n } => {
+                *sum = sum.wrapping_add(view.int(col, row));
+                *n += view.int(col + 1, row);
+            }
+            Acc::SumDouble { sum, n } => {
+                *sum += view.double(col, row);
+                *n += view.int(col + 1, row);
+            }
+            Acc::Min(cur) if !view.is_null(col, row) => keep_if(cur, view.datum(col, row), std::cmp::Ordering::Less),
+            Acc::Max(cur) if !view.is_null(col, row) => {
+                keep_if(cur, view.datum(col, row), std::cmp::Ordering::Greater)
+            }
+            Acc::Min(_) | Acc::Max(_) => {}
+            other => unreachable!("{other:?} has no partial form (no two-phase aggregation plans it)"),
+        }
+    }
+
     /// Folds `other` (same aggregate) into `self`.
     pub fn merge(&mut self, other: &Acc) {
         match (self, other) {
@@ -251,6 +304,47 @@ impl Acc {
             Acc::MinMax { max: true, values } => values.keys().next_back().map_or(Datum::Null, |v| v.0.as_datum()),
             Acc::DistinctCounts(counts) => Datum::Int(counts.len() as i64),
         }
+    }
+}
+
+/// Whether `call` has a partial form, so that a two-phase aggregation can split it (COUNT DISTINCT has
+/// none: its partial would be its whole set of values).
+pub fn has_partial(call: &AggCall) -> bool {
+    !call.distinct
+}
+
+/// The columns of `call`'s partial accumulator: COUNT its count; SUM and AVG the sum and how many values it
+/// holds (no value: SUM is NULL); MIN and MAX the value (NULL: none).
+pub fn partial_types(call: &AggCall) -> Vec<DataType> {
+    match call.kind {
+        AggKind::Count => vec![DataType::BigInt],
+        AggKind::Sum | AggKind::Avg if call.arg_ty == Some(DataType::Double) => vec![DataType::Double, DataType::BigInt],
+        AggKind::Sum | AggKind::Avg => vec![DataType::BigInt, DataType::BigInt],
+        AggKind::Min | AggKind::Max => vec![call.ty],
+    }
+}
+
+/// Writes the partial accumulator of one row alone (what [`Acc::write_partial`] writes after one
+/// [`Acc::update`] of a fresh accumulator), without building the accumulator.
+pub fn write_row_partial(call: &AggCall, view: &BatchView<'_>, row: usize, out: &mut BatchBuilder, col: usize) {
+    let arg = call.arg.map(|c| view.datum(c, row));
+    let present = !matches!(arg, Some(Datum::Null));
+    match call.kind {
+        AggKind::Count => out.push_int(col, i64::from(present)),
+        AggKind::Sum | AggKind::Avg => {
+            let double = call.arg_ty == Some(DataType::Double);
+            match (double, arg) {
+                (true, Some(d)) if present => out.push_double(col, crate::sql::expr::as_f64(&d).unwrap_or(0.0)),
+                (true, _) => out.push_double(col, 0.0),
+                (false, Some(Datum::Int(v))) => out.push_int(col, v),
+                (false, _) => out.push_int(col, 0),
+            }
+            out.push_int(col + 1, i64::from(present));
+        }
+        AggKind::Min | AggKind::Max => match arg {
+            Some(d) if present => out.push_datum(col, &d),
+            _ => out.push_null(col),
+        },
     }
 }
 

@@ -199,7 +199,7 @@ impl Operator for GroupAggregator {
                 let calls = &self.plan.aggs;
                 let g = self.groups.get_or_insert_with(hash, &self.key_buf, now, || Group { rows: 0, accs: fresh });
                 for (acc, call) in g.accs.iter_mut().zip(calls) {
-                    acc.update(call.arg.map(|c| view.datum(c, row)), &mut self.scratch);
+                    acc.add_row(call, &view, row, &mut self.scratch);
                 }
                 g.rows += 1;
             } else if let Some(g) = self.groups.get_mut(hash, &self.key_buf, now) {
@@ -272,11 +272,18 @@ mod tests {
         tables.insert("t".to_string(), TableInfo { schema, watermark: None });
         let sql = "INSERT INTO o SELECT k, SUM(v) AS s FROM t GROUP BY k";
         let plan = plan_job(sql, &tables, &["o".to_string()]).unwrap();
-        let g = plan.nodes.iter().find_map(|n| match &n.op {
+        // The one-phase aggregation (the plan splits it in two: a local one and this one over partials).
+        let local = plan.nodes.iter().find_map(|n| match &n.op {
+            NodeOp::LocalAgg(l) => Some(l.clone()),
+            _ => None,
+        });
+        let global = plan.nodes.iter().find_map(|n| match &n.op {
             NodeOp::GroupAgg(g) => Some(g.clone()),
             _ => None,
         });
-        GroupAggregator::new(&g.expect("a group aggregate"), 4)
+        let local = local.expect("a local aggregate");
+        let one_phase = GroupAggPlan { input: local.input, aggs: local.aggs, ..global.expect("a group aggregate") };
+        GroupAggregator::new(&one_phase, 4)
     }
 
     /// Feeds one batch of `(kind, k, v)` rows; the emitted `(kind, k, s)` rows.

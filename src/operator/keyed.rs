@@ -250,6 +250,7 @@ mod tests {
             distinct: false,
             ty: DataType::BigInt,
             text: "COUNT(*)".into(),
+            partial: false,
         }]
     }
 

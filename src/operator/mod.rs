@@ -13,6 +13,7 @@ pub mod group_agg;
 pub mod join;
 pub mod key;
 pub mod keyed;
+pub mod local_agg;
 pub mod rank;
 pub mod row;
 pub mod union;

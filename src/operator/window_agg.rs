@@ -291,20 +291,25 @@ impl WindowAggregator {
 
     fn update_row(plan: &WindowAggPlan, accs: &mut [Acc], view: &BatchView<'_>, row: usize, scratch: &mut Vec<u8>) {
         for (acc, call) in accs.iter_mut().zip(&plan.aggs) {
-            acc.update(call.arg.map(|c| view.datum(c, row)), scratch);
+            acc.add_row(call, view, row, scratch);
         }
+    }
+
+    /// How many input rows row `row` stands for: one, or a partial row's count.
+    fn rows_of(&self, view: &BatchView<'_>, row: usize) -> u64 {
+        self.plan.rows_col.map_or(1, |c| view.int(c, row) as u64)
     }
 
     fn add_to_slice(&mut self, ts: i64, view: &BatchView<'_>, row: usize) {
         let spec = self.plan.spec;
         let slice_end = spec.slice_end(ts);
         if spec.last_window_end(slice_end) - 1 <= self.watermark {
-            self.stats.late_records += 1;
+            self.stats.late_records += self.rows_of(view, row);
             return;
         }
         let hash = key_hash(&self.key_buf);
         if self.floors.is_some() && self.below_floor(hash, spec.last_window_end(slice_end)) {
-            self.stats.late_records += 1;
+            self.stats.late_records += self.rows_of(view, row);
             return;
         }
         let n_aggs = self.plan.aggs.len();

@@ -187,7 +187,7 @@ pub struct JobInstance {
 
 fn make_operator(op: &NodeOp, w: &Wiring) -> Option<Box<dyn Operator>> {
     let kgs = w.routing.key_groups();
-    use crate::operator::{group_agg, join, rank, union, window_assign};
+    use crate::operator::{group_agg, join, local_agg, rank, union, window_assign};
     match op {
         NodeOp::Scan { .. } | NodeOp::Sink => None,
         NodeOp::Calc(c) => Some(Box::new(CalcOp::new(c))),
@@ -199,6 +199,7 @@ fn make_operator(op: &NodeOp, w: &Wiring) -> Option<Box<dyn Operator>> {
         NodeOp::IntervalJoin(j) => Some(Box::new(join::IntervalJoin::new(j, kgs))),
         NodeOp::WindowJoin(j) => Some(Box::new(join::WindowJoin::new(j, kgs))),
         NodeOp::Union => Some(Box::new(union::UnionOp::default())),
+        NodeOp::LocalAgg(l) => Some(Box::new(local_agg::LocalAggregator::new(l))),
         NodeOp::WindowAgg(p) => {
             let mut agg = WindowAggregator::new(p, w.routing.key_groups());
             if w.window_lineage {

@@ -835,6 +835,7 @@ impl Binder<'_> {
                     aggs,
                     output: Schema::new(agg_fields),
                     post,
+                    rows_col: None,
                 };
                 (LOp::WindowAgg(plan), rowtime, None, w)
             }
@@ -1426,6 +1427,7 @@ mod tests {
                 NodeOp::IntervalJoin(j) => format!("interval-join[{}, {}]", j.lower_ms, j.upper_ms),
                 NodeOp::WindowJoin(j) => format!("window-join({})", j.spec),
                 NodeOp::Union => "union".to_string(),
+                NodeOp::LocalAgg(_) => "local-agg".to_string(),
                 NodeOp::Sink => "sink".to_string(),
             })
             .collect();
@@ -1448,13 +1450,13 @@ mod tests {
         );
         assert_eq!(
             shape(&q5),
-            "scan calc window-agg(HOP(slide 2 s, size 10 s)) calc window-agg(HOP(slide 2 s, size 10 s)) calc \
-             window-agg(TUMBLE(size 2 s)) window-join(HOP(slide 2 s, size 10 s)) calc sink"
+            "scan calc local-agg window-agg(HOP(slide 2 s, size 10 s)) calc local-agg window-agg(HOP(slide 2 s, size \
+             10 s)) calc local-agg window-agg(TUMBLE(size 2 s)) window-join(HOP(slide 2 s, size 10 s)) calc sink"
         );
         // Grouping by the start alone is not a window: an unbounded, updating aggregation.
         assert_eq!(
             shape(&format!("INSERT INTO out SELECT starttime, MAX(num) AS m FROM ({HOP_COUNTS}) GROUP BY starttime")),
-            "scan calc window-agg(HOP(slide 2 s, size 10 s)) calc group-agg sink (updating)"
+            "scan calc local-agg window-agg(HOP(slide 2 s, size 10 s)) calc local-agg group-agg sink (updating)"
         );
     }
 
@@ -1476,7 +1478,7 @@ mod tests {
                  GROUP BY window_start, window_end) B1 ON B.price = B1.maxprice \
                  WHERE B.dateTime BETWEEN B1.dateTime - INTERVAL '10' SECOND AND B1.dateTime"
             ),
-            "scan calc window-agg(TUMBLE(size 10 s)) join(INNER) calc sink"
+            "scan calc local-agg window-agg(TUMBLE(size 10 s)) join(INNER) calc sink"
         );
     }
 }

@@ -9,6 +9,7 @@ use super::expr::Expr;
 use super::ops::{GroupAggPlan, IntervalJoinPlan, JoinPlan, RankPlan, WindowJoinPlan, WindowRankPlan};
 use super::physical::{Distribution, Input, JobPlan, Node, NodeOp};
 use super::plan::{Calc, WindowAggPlan};
+use super::two_phase;
 use crate::record::Schema;
 use crate::window::WindowSpec;
 
@@ -136,12 +137,26 @@ impl Lowering {
                 self.push(NodeOp::WindowAssign { spec, time_col }, vec![forward(ins[0])], schema)
             }
             LOp::WindowAgg(w) => {
-                let keys = (0..w.n_keys).collect();
-                self.push(NodeOp::WindowAgg(w), vec![hash(ins[0], keys)], schema)
+                let keys: Vec<usize> = (0..w.n_keys).collect();
+                match two_phase::split_window(&w) {
+                    Some((local, global)) => {
+                        let out = local.output.clone();
+                        let l = self.push(NodeOp::LocalAgg(local), vec![forward(ins[0])], out);
+                        self.push(NodeOp::WindowAgg(global), vec![hash(l, keys)], schema)
+                    }
+                    None => self.push(NodeOp::WindowAgg(w), vec![hash(ins[0], keys)], schema),
+                }
             }
             LOp::GroupAgg(g) => {
-                let keys = (0..g.n_keys).collect();
-                self.push(NodeOp::GroupAgg(g), vec![hash(ins[0], keys)], schema)
+                let keys: Vec<usize> = (0..g.n_keys).collect();
+                match two_phase::split_group(&g) {
+                    Some((local, global)) => {
+                        let out = local.output.clone();
+                        let l = self.push(NodeOp::LocalAgg(local), vec![forward(ins[0])], out);
+                        self.push(NodeOp::GroupAgg(global), vec![hash(l, keys)], schema)
+                    }
+                    None => self.push(NodeOp::GroupAgg(g), vec![hash(ins[0], keys)], schema),
+                }
             }
             LOp::Rank(r) => {
                 let keys = r.partition.clone();

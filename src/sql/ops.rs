@@ -8,6 +8,22 @@ use super::plan::{AggCall, Calc};
 use crate::record::Schema;
 use crate::window::WindowSpec;
 
+/// The local half of a two-phase aggregation (Flink's LocalWindowAggregate / LocalGroupAggregate): on the
+/// shard that reads the rows, before the exchange, each batch's rows are folded per key (and slice, for a
+/// window) into partial accumulators, so that a hot key or a keyless aggregation sends one row per batch
+/// rather than every row to the shard that owns the key. Keeps no state between batches.
+#[derive(Debug, Clone)]
+pub struct LocalAggPlan {
+    /// The rows the aggregation takes: `[keys..., event time (windows), arguments...]`.
+    pub input: Schema,
+    pub n_keys: usize,
+    /// For a window aggregation: its windows and the event-time column (rows are folded per slice).
+    pub window: Option<(WindowSpec, usize)>,
+    pub aggs: Vec<AggCall>,
+    /// `[keys..., slice end - 1 (windows), partial accumulators..., rows]`.
+    pub output: Schema,
+}
+
 /// An unbounded GROUP BY: an updating result (Flink's GroupAggregate).
 #[derive(Debug, Clone)]
 pub struct GroupAggPlan {

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use super::ops::{GroupAggPlan, IntervalJoinPlan, JoinPlan, RankPlan, WindowJoinPlan, WindowRankPlan};
+use super::ops::{GroupAggPlan, IntervalJoinPlan, JoinPlan, LocalAggPlan, RankPlan, WindowJoinPlan, WindowRankPlan};
 use super::plan::{Calc, WindowAggPlan};
 use crate::record::Schema;
 use crate::window::WindowSpec;
@@ -80,6 +80,8 @@ pub enum NodeOp {
     WindowJoin(WindowJoinPlan),
     /// UNION ALL: every input's rows, as they come.
     Union,
+    /// The local half of a two-phase aggregation: partial accumulators per batch, no state.
+    LocalAgg(LocalAggPlan),
     /// The job's sink: its rows are written out.
     Sink,
 }
@@ -91,6 +93,7 @@ impl NodeOp {
             NodeOp::Scan { .. } => "scan",
             NodeOp::Calc(_) => "calc",
             NodeOp::WindowAgg(_) => "window aggregate",
+            NodeOp::LocalAgg(_) => "local aggregate",
             NodeOp::WindowAssign { .. } => "window assignment",
             NodeOp::GroupAgg(_) => "group aggregate",
             NodeOp::Rank(_) => "rank",
@@ -107,7 +110,12 @@ impl NodeOp {
     pub fn is_stateful(&self) -> bool {
         !matches!(
             self,
-            NodeOp::Scan { .. } | NodeOp::Calc(_) | NodeOp::WindowAssign { .. } | NodeOp::Union | NodeOp::Sink
+            NodeOp::Scan { .. }
+                | NodeOp::Calc(_)
+                | NodeOp::WindowAssign { .. }
+                | NodeOp::Union
+                | NodeOp::LocalAgg(_)
+                | NodeOp::Sink
         )
     }
 }

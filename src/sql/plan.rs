@@ -94,6 +94,10 @@ pub struct AggCall {
     /// The result type (Flink's: COUNT is BIGINT; SUM, MIN, MAX, AVG keep the argument's type).
     pub ty: DataType,
     pub text: String,
+    /// The global half of a two-phase aggregation: `arg` is the first column of the partial accumulator a
+    /// local aggregation wrote for this aggregate (`operator::accumulator::partial_types`), merged rather
+    /// than added.
+    pub partial: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +112,9 @@ pub struct WindowAggPlan {
     pub output: Schema,
     /// HAVING and the SELECT list, over `output`.
     pub post: Calc,
+    /// The global half of a two-phase aggregation: the input column counting the rows each partial row
+    /// stands for, so that late rows are counted as rows.
+    pub rows_col: Option<usize>,
 }
 
 pub(super) fn unquote(name: &ast::ObjectName) -> String {
@@ -776,7 +783,7 @@ impl AggScope<'_> {
         let pos = match self.aggs.iter().position(|(t, _)| *t == text) {
             Some(p) => p,
             None => {
-                self.aggs.push((text.clone(), AggCall { kind, arg, arg_ty, distinct, ty, text: e.to_string() }));
+                self.aggs.push((text.clone(), AggCall { kind, arg, arg_ty, distinct, ty, text: e.to_string(), partial: false }));
                 self.aggs.len() - 1
             }
         };
