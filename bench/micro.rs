@@ -472,6 +472,7 @@ fn count_star() -> Vec<AggCall> {
         distinct: false,
         ty: DataType::BigInt,
         text: "COUNT(*)".into(),
+        partial: false,
     }]
 }
 

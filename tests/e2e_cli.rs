@@ -110,9 +110,8 @@ fn check_prints_the_physical_plan() {
         "runtime: 1 shard(s)",
         "watermark ts - 5 s",
         "calc: select k, ts AS $rowtime",
-        "local aggregate (partials per batch and slice of TUMBLE(size 10 s)): keys [k], aggregates [COUNT(*)] <- #1",
-        "global window aggregate: TUMBLE(size 10 s), keys [k], aggregates [COUNT(*)]",
-        "<- #2 by hash(k)",
+        "window aggregate: TUMBLE(size 10 s), keys [k], aggregates [COUNT(*)]",
+        "<- #1 by hash(k)",
         "exchange: 128 key groups over 1 shard(s)",
         "sink out: file",
     ] {

@@ -33,8 +33,21 @@ struct Src {
 /// Runs `sql` over `sources` (each in one file, with a watermark on `ts`) on `cores` shards, writing to a file
 /// sink whose section ends with `sink_extra`; returns the sink's lines, in order per shard.
 fn run_sql(label: &str, sources: &[Src], sql: &str, sink_extra: &str, cores: u32) -> (TempDir, Vec<Value>) {
+    let (dir, rows, _) = run_sql_with(label, "", sources, sql, sink_extra, cores);
+    (dir, rows)
+}
+
+/// As [`run_sql`], with `runtime_extra` in the `[runtime]` section; also returns the run's output.
+fn run_sql_with(
+    label: &str,
+    runtime_extra: &str,
+    sources: &[Src],
+    sql: &str,
+    sink_extra: &str,
+    cores: u32,
+) -> (TempDir, Vec<Value>, common::RunOutput) {
     let dir = TempDir::new(label);
-    let mut toml = format!("[runtime]\ncores = {cores}\nkey_groups = 32\nstate_ttl = \"1h\"\n");
+    let mut toml = format!("[runtime]\ncores = {cores}\nkey_groups = 32\nstate_ttl = \"1h\"\n{runtime_extra}\n");
     for s in sources {
         let path = dir.join(format!("{}.jsonl", s.name));
         let text: String = s.rows.iter().map(|r| r.to_string() + "\n").collect();
@@ -54,7 +67,7 @@ fn run_sql(label: &str, sources: &[Src], sql: &str, sink_extra: &str, cores: u32
     let out = shardflow_run(&cfg);
     out.assert_code(0, &dir);
     let rows = read_changelog(&dir.join("out"));
-    (dir, rows)
+    (dir, rows, out)
 }
 
 const DEBEZIUM: &str = "format = \"debezium-json\"";
@@ -498,4 +511,54 @@ fn an_upsert_sink_writes_the_latest_row_per_key() {
         dir.keep();
         panic!("upsert rows differ");
     }
+}
+
+/// Two-phase aggregation (`agg_phase_strategy = "two-phase"`): keyed window and unbounded aggregations folded
+/// per batch on the reading shard and merged on the key's owner give exactly the computed results, and late
+/// rows are counted as rows (not as the partials that carry them).
+#[test]
+fn two_phase_aggregations_equal_the_computed_results_and_count_late_rows() {
+    let mut ev = events(11, 8_000, 30, 5);
+    let last = ev.iter().map(|e| e.2).max().unwrap();
+    // Rows far behind the watermark: late for every window they are in.
+    let late: Vec<(String, i64, i64)> = (0..50).map(|i| (format!("k{}", i % 7), i, T0 + i)).collect();
+    let at = ev.len() - 10;
+    ev.splice(at..at, late.iter().cloned());
+    let window_sql = "INSERT INTO out
+        SELECT k, COUNT(*) AS n, SUM(v) AS s, MIN(v) AS mn, MAX(v) AS mx, AVG(v) AS av, window_start, window_end
+        FROM TABLE(HOP(TABLE ev, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '6' SECOND))
+        GROUP BY k, window_start, window_end";
+    let two_phase = "agg_phase_strategy = \"two-phase\"";
+    let src = || vec![Src { name: "ev", schema: EV_SCHEMA, rows: as_rows(&ev) }];
+    let (dir, out, run) = run_sql_with("two-phase-window", two_phase, &src(), window_sql, DEBEZIUM, 2);
+    assert!(last - T0 > 15_000, "the events span several windows");
+    let mut windows: BTreeMap<(String, i64), Vec<i64>> = BTreeMap::new();
+    for (k, v, ts) in &ev[..at].iter().chain(&ev[at + late.len()..]).cloned().collect::<Vec<_>>() {
+        let mut end = ts - ts.rem_euclid(2_000) + 2_000;
+        while end <= ts + 6_000 {
+            windows.entry((k.clone(), end)).or_default().push(*v);
+            end += 2_000;
+        }
+    }
+    let want = table(windows.iter().map(|((k, end), vs)| {
+        let sum: i64 = vs.iter().sum();
+        json!({"k": k, "n": vs.len(), "s": sum, "mn": vs.iter().min(), "mx": vs.iter().max(),
+               "av": sum / vs.len() as i64, "window_start": format_ts(end - 6_000), "window_end": format_ts(*end)})
+    }));
+    check_changelog("two-phase window aggregation", &dir, &out, want, true);
+    assert!(run.stderr.contains(&format!("{} late", late.len())), "{}", run.describe());
+    let plan = shardflow_check(&dir.join("job.toml"));
+    assert!(plan.stdout.contains("local aggregate"), "{}", plan.describe());
+
+    let group_sql =
+        "INSERT INTO out SELECT k, COUNT(*) AS n, SUM(v) AS s, MIN(v) AS mn, MAX(v) AS mx FROM ev GROUP BY k";
+    let (dir, out, _) = run_sql_with("two-phase-group", two_phase, &src(), group_sql, DEBEZIUM, 2);
+    let mut groups: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (k, v, _) in &ev {
+        groups.entry(k.clone()).or_default().push(*v);
+    }
+    let want = table(groups.iter().map(|(k, vs)| {
+        json!({"k": k, "n": vs.len(), "s": vs.iter().sum::<i64>(), "mn": vs.iter().min(), "mx": vs.iter().max()})
+    }));
+    check_changelog("two-phase group aggregation", &dir, &out, want, false);
 }

@@ -98,6 +98,8 @@ pub struct RuntimeConfig {
     /// `state_ttl`: how long unbounded operator state (regular joins, unbounded aggregations, Top-N,
     /// deduplication) lives without being written (Flink's table.exec.state.ttl); none: forever.
     pub state_ttl_ms: Option<u64>,
+    /// `agg_phase_strategy`: which aggregations run in two phases (Flink's table.optimizer.agg-phase-strategy).
+    pub agg_phases: crate::sql::AggPhaseStrategy,
 }
 
 #[derive(Debug, Clone)]
@@ -440,8 +442,27 @@ fn runtime_config(table: &toml::Table, base: &Path, errors: &mut Vec<ConfigError
     }
     let state_dir = collect(s.str("state_dir"), errors).flatten().map(|p| base.join(p));
     let state_ttl_ms = state_ttl(&mut s, errors);
+    let agg_phases = match collect(s.str("agg_phase_strategy"), errors).flatten().unwrap_or("auto") {
+        "auto" => crate::sql::AggPhaseStrategy::Auto,
+        "one-phase" => crate::sql::AggPhaseStrategy::OnePhase,
+        "two-phase" => crate::sql::AggPhaseStrategy::TwoPhase,
+        other => {
+            errors.push(s.error(
+                "agg_phase_strategy",
+                format!("is `{other}`; use \"auto\" (two phases for aggregations without a key), \"one-phase\" or \"two-phase\""),
+            ));
+            crate::sql::AggPhaseStrategy::Auto
+        }
+    };
     errors.extend(s.unknown_keys("[runtime]"));
-    RuntimeConfig { cores, cpus: available.into_iter().take(cores).collect(), key_groups, state_dir, state_ttl_ms }
+    RuntimeConfig {
+        cores,
+        cpus: available.into_iter().take(cores).collect(),
+        key_groups,
+        state_dir,
+        state_ttl_ms,
+        agg_phases,
+    }
 }
 
 /// A `state_ttl` duration: at least a second (shorter would forget state between two rows of a key).

@@ -104,7 +104,13 @@ pub fn prepare(file: &Path) -> Result<Prepared, DaemonError> {
     let mut warnings = Vec::new();
     for (i, job) in config.jobs.iter().enumerate() {
         let ttl = job.state_ttl_ms.or(config.runtime.state_ttl_ms).map(|t| t as i64);
-        let catalog = crate::sql::Catalog { tables: &tables, views: &views, sinks: &sinks, state_ttl_ms: ttl };
+        let catalog = crate::sql::Catalog {
+            tables: &tables,
+            views: &views,
+            sinks: &sinks,
+            state_ttl_ms: ttl,
+            agg_phases: config.runtime.agg_phases,
+        };
         // Where an error of the job's SQL (or of a view it reads) is in the config file.
         let config_line = |e: &crate::sql::SqlError| {
             let start = config

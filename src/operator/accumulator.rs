@@ -250,9 +250,7 @@ impl Acc {
                 *n += view.int(col + 1, row);
             }
             Acc::Min(cur) if !view.is_null(col, row) => keep_if(cur, view.datum(col, row), std::cmp::Ordering::Less),
-            Acc::Max(cur) if !view.is_null(col, row) => {
-                keep_if(cur, view.datum(col, row), std::cmp::Ordering::Greater)
-            }
+            Acc::Max(cur) if !view.is_null(col, row) => keep_if(cur, view.datum(col, row), std::cmp::Ordering::Greater),
             Acc::Min(_) | Acc::Max(_) => {}
             other => unreachable!("{other:?} has no partial form (no two-phase aggregation plans it)"),
         }
@@ -318,7 +316,9 @@ pub fn has_partial(call: &AggCall) -> bool {
 pub fn partial_types(call: &AggCall) -> Vec<DataType> {
     match call.kind {
         AggKind::Count => vec![DataType::BigInt],
-        AggKind::Sum | AggKind::Avg if call.arg_ty == Some(DataType::Double) => vec![DataType::Double, DataType::BigInt],
+        AggKind::Sum | AggKind::Avg if call.arg_ty == Some(DataType::Double) => {
+            vec![DataType::Double, DataType::BigInt]
+        }
         AggKind::Sum | AggKind::Avg => vec![DataType::BigInt, DataType::BigInt],
         AggKind::Min | AggKind::Max => vec![call.ty],
     }

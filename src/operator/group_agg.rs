@@ -272,18 +272,11 @@ mod tests {
         tables.insert("t".to_string(), TableInfo { schema, watermark: None });
         let sql = "INSERT INTO o SELECT k, SUM(v) AS s FROM t GROUP BY k";
         let plan = plan_job(sql, &tables, &["o".to_string()]).unwrap();
-        // The one-phase aggregation (the plan splits it in two: a local one and this one over partials).
-        let local = plan.nodes.iter().find_map(|n| match &n.op {
-            NodeOp::LocalAgg(l) => Some(l.clone()),
-            _ => None,
-        });
-        let global = plan.nodes.iter().find_map(|n| match &n.op {
+        let g = plan.nodes.iter().find_map(|n| match &n.op {
             NodeOp::GroupAgg(g) => Some(g.clone()),
             _ => None,
         });
-        let local = local.expect("a local aggregate");
-        let one_phase = GroupAggPlan { input: local.input, aggs: local.aggs, ..global.expect("a group aggregate") };
-        GroupAggregator::new(&one_phase, 4)
+        GroupAggregator::new(&g.expect("a group aggregate"), 4)
     }
 
     /// Feeds one batch of `(kind, k, v)` rows; the emitted `(kind, k, s)` rows.

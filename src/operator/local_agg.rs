@@ -173,20 +173,32 @@ mod tests {
     use crate::record::{BatchBuilder, Datum};
     use crate::sql::physical::NodeOp;
     use crate::sql::plan::TableInfo;
-    use crate::sql::{plan_job, WatermarkSpec};
+    use crate::sql::{plan_job_with, AggPhaseStrategy, Catalog, WatermarkSpec};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    /// The plan of `sql` over `t(k BIGINT, v BIGINT, d DOUBLE, s VARCHAR, ts TIMESTAMP(3))`.
+    /// The two-phase plan of `sql` over `t(k BIGINT, v BIGINT, d DOUBLE, s VARCHAR, ts TIMESTAMP(3))`.
     fn plan(sql: &str) -> crate::sql::JobPlan {
         let schema = Schema::parse("k BIGINT, v BIGINT, d DOUBLE, s VARCHAR, ts TIMESTAMP(3)").unwrap();
         let mut tables = BTreeMap::new();
         tables.insert("t".to_string(), TableInfo { schema, watermark: Some(WatermarkSpec { column: 4, delay_ms: 0 }) });
-        plan_job(sql, &tables, &["o".to_string()]).unwrap()
+        let views = BTreeMap::new();
+        let sinks = ["o".to_string()];
+        let cat = Catalog {
+            tables: &tables,
+            views: &views,
+            sinks: &sinks,
+            state_ttl_ms: None,
+            agg_phases: AggPhaseStrategy::TwoPhase,
+        };
+        plan_job_with(sql, &cat).unwrap().plan
     }
 
-    /// Rows `(k, v, d, s, ts)` with NULLs where `None`, as the pre-aggregation calc would make them.
-    fn batch(plan: &crate::sql::JobPlan, rows: &[(i64, Option<i64>, Option<f64>, Option<String>, i64)]) -> BatchBuf {
+    /// A row `(k, v, d, s, ts)`, NULL where `None`.
+    type Row = (i64, Option<i64>, Option<f64>, Option<String>, i64);
+
+    /// Rows as the pre-aggregation calc would make them.
+    fn batch(plan: &crate::sql::JobPlan, rows: &[Row]) -> BatchBuf {
         let schema = Schema::parse("k BIGINT, v BIGINT, d DOUBLE, s VARCHAR, ts TIMESTAMP(3)").unwrap();
         let mut b = BatchBuilder::new(&schema.types());
         for (k, v, d, s, ts) in rows {

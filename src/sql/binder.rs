@@ -29,6 +29,7 @@ use super::plan::{
     bind, bind_filter, bind_projection, contains_aggregate, function_args, function_name, is_aggregation, literal,
     norm, unquote, AggScope, Calc, ColRef, RelScope, Scope, TableInfo, WindowAggPlan, WindowSyntax,
 };
+use super::two_phase::AggPhaseStrategy;
 use super::{interval_ms, parse_statement, SqlError};
 use crate::record::types::{DataType, Field, Schema, Value};
 use crate::window::WindowSpec;
@@ -41,6 +42,8 @@ pub struct Catalog<'c> {
     pub sinks: &'c [String],
     /// `[runtime] state_ttl` (or the job's own): how long unbounded state lives without being written.
     pub state_ttl_ms: Option<i64>,
+    /// `[runtime] agg_phase_strategy`: which aggregations run in two phases.
+    pub agg_phases: AggPhaseStrategy,
 }
 
 /// A planned job and what planning noticed.
@@ -54,7 +57,11 @@ pub struct Planned {
 /// Plans one job's statement with only source tables (no views, no state TTL).
 pub fn plan_job(sql: &str, tables: &BTreeMap<String, TableInfo>, sinks: &[String]) -> Result<JobPlan, SqlError> {
     let views = BTreeMap::new();
-    plan_job_with(sql, &Catalog { tables, views: &views, sinks, state_ttl_ms: None }).map(|p| p.plan)
+    plan_job_with(
+        sql,
+        &Catalog { tables, views: &views, sinks, state_ttl_ms: None, agg_phases: AggPhaseStrategy::Auto },
+    )
+    .map(|p| p.plan)
 }
 
 /// Plans one job's statement.
@@ -86,7 +93,7 @@ pub fn plan_job_with(sql: &str, cat: &Catalog<'_>) -> Result<Planned, SqlError> 
     if let Some(e) = b.unlimited_rank(&rel.node) {
         return Err(e);
     }
-    let plan = lower(rel.node, sink);
+    let plan = lower(rel.node, sink, cat.agg_phases);
     debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
     Ok(Planned { plan, warnings: b.warnings })
 }
@@ -836,6 +843,7 @@ impl Binder<'_> {
                     output: Schema::new(agg_fields),
                     post,
                     rows_col: None,
+                    carried_keys: usize::from(cascade.is_some()),
                 };
                 (LOp::WindowAgg(plan), rowtime, None, w)
             }
@@ -1450,13 +1458,13 @@ mod tests {
         );
         assert_eq!(
             shape(&q5),
-            "scan calc local-agg window-agg(HOP(slide 2 s, size 10 s)) calc local-agg window-agg(HOP(slide 2 s, size \
-             10 s)) calc local-agg window-agg(TUMBLE(size 2 s)) window-join(HOP(slide 2 s, size 10 s)) calc sink"
+            "scan calc window-agg(HOP(slide 2 s, size 10 s)) calc window-agg(HOP(slide 2 s, size 10 s)) calc local-agg \
+             window-agg(TUMBLE(size 2 s)) window-join(HOP(slide 2 s, size 10 s)) calc sink"
         );
         // Grouping by the start alone is not a window: an unbounded, updating aggregation.
         assert_eq!(
             shape(&format!("INSERT INTO out SELECT starttime, MAX(num) AS m FROM ({HOP_COUNTS}) GROUP BY starttime")),
-            "scan calc local-agg window-agg(HOP(slide 2 s, size 10 s)) calc local-agg group-agg sink (updating)"
+            "scan calc window-agg(HOP(slide 2 s, size 10 s)) calc group-agg sink (updating)"
         );
     }
 

@@ -73,8 +73,8 @@ impl LNode {
 }
 
 /// Lowers the tree rooted at `root` into a physical plan writing to `sink`.
-pub fn lower(root: LNode, sink: String) -> JobPlan {
-    let mut b = Lowering { nodes: Vec::new(), scans: Vec::new() };
+pub fn lower(root: LNode, sink: String, agg_phases: two_phase::AggPhaseStrategy) -> JobPlan {
+    let mut b = Lowering { nodes: Vec::new(), scans: Vec::new(), agg_phases };
     let out_schema = root.schema.clone();
     let updating = root.updating.clone();
     let top = b.node(root);
@@ -90,6 +90,7 @@ struct Lowering {
     nodes: Vec<Node>,
     /// Scan nodes made so far, by source: a job reads each source once.
     scans: Vec<(String, usize)>,
+    agg_phases: two_phase::AggPhaseStrategy,
 }
 
 impl Lowering {
@@ -138,7 +139,7 @@ impl Lowering {
             }
             LOp::WindowAgg(w) => {
                 let keys: Vec<usize> = (0..w.n_keys).collect();
-                match two_phase::split_window(&w) {
+                match two_phase::split_window(&w, self.agg_phases) {
                     Some((local, global)) => {
                         let out = local.output.clone();
                         let l = self.push(NodeOp::LocalAgg(local), vec![forward(ins[0])], out);
@@ -149,7 +150,7 @@ impl Lowering {
             }
             LOp::GroupAgg(g) => {
                 let keys: Vec<usize> = (0..g.n_keys).collect();
-                match two_phase::split_group(&g) {
+                match two_phase::split_group(&g, self.agg_phases) {
                     Some((local, global)) => {
                         let out = local.output.clone();
                         let l = self.push(NodeOp::LocalAgg(local), vec![forward(ins[0])], out);

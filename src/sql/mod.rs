@@ -22,6 +22,7 @@ use crate::record::{DataType, Schema};
 pub use binder::{plan_job, plan_job_with, Catalog, Planned};
 pub use physical::JobPlan;
 pub use plan::{AggCall, AggKind, Calc, WindowAggPlan};
+pub use two_phase::AggPhaseStrategy;
 
 /// A SQL error at a position of the SQL text (1-based line and column; 0 when unknown).
 #[derive(Debug, Clone, PartialEq, Eq)]

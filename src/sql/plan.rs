@@ -115,6 +115,9 @@ pub struct WindowAggPlan {
     /// The global half of a two-phase aggregation: the input column counting the rows each partial row
     /// stands for, so that late rows are counted as rows.
     pub rows_col: Option<usize>,
+    /// Keys that only repeat the bounds of the windows the input rows carry (a cascaded window aggregation
+    /// keeps the start as a key): with no other key, there is one group per window.
+    pub carried_keys: usize,
 }
 
 pub(super) fn unquote(name: &ast::ObjectName) -> String {
@@ -783,7 +786,10 @@ impl AggScope<'_> {
         let pos = match self.aggs.iter().position(|(t, _)| *t == text) {
             Some(p) => p,
             None => {
-                self.aggs.push((text.clone(), AggCall { kind, arg, arg_ty, distinct, ty, text: e.to_string(), partial: false }));
+                self.aggs.push((
+                    text.clone(),
+                    AggCall { kind, arg, arg_ty, distinct, ty, text: e.to_string(), partial: false },
+                ));
                 self.aggs.len() - 1
             }
         };

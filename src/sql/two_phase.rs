@@ -9,6 +9,12 @@
 //! millisecond, and the global aggregation judges it late exactly when it would have judged each of the rows
 //! it stands for late (they all share that slice), counting them through the partial's row count.
 //!
+//! When ([`AggPhaseStrategy`], Flink's `table.optimizer.agg-phase-strategy`): `auto` splits aggregations with
+//! one group per window or none (no key, or only the bounds of the windows the rows carry) — those that would
+//! otherwise run on one core; measured on Nexmark, splitting a keyed aggregation whose keys already spread
+//! over the cores cost 7-12% (bench/RESULTS.md). `two-phase` splits every aggregation that can be split (for
+//! hot keys), `one-phase` none.
+//!
 //! Not split: COUNT DISTINCT (its partial would be its whole set), session windows (a session is known only
 //! once merged), and unbounded aggregations over a changelog (retraction needs every value of MIN and MAX).
 
@@ -36,9 +42,38 @@ fn partial_layout(input: &Schema, n_keys: usize, windowed: bool, aggs: &[AggCall
     (Schema::new(fields), global)
 }
 
-/// Splits a window aggregation, unless it keeps session windows or has an aggregate without a partial form.
-pub fn split_window(w: &WindowAggPlan) -> Option<(LocalAggPlan, WindowAggPlan)> {
-    if w.spec.is_session() || !w.aggs.iter().all(has_partial) || w.aggs.iter().any(|a| a.partial) {
+/// When aggregations run in two phases (`[runtime] agg_phase_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AggPhaseStrategy {
+    /// Two phases where an aggregation has one group per window (or, unbounded, one group): no key.
+    #[default]
+    Auto,
+    /// Always one phase.
+    OnePhase,
+    /// Two phases wherever the aggregates allow.
+    TwoPhase,
+}
+
+impl AggPhaseStrategy {
+    /// Whether an aggregation of `keys` keys, of which `carried` only repeat the bounds of the input's
+    /// windows, is split.
+    fn splits(self, keys: usize, carried: usize) -> bool {
+        match self {
+            AggPhaseStrategy::Auto => keys == carried,
+            AggPhaseStrategy::OnePhase => false,
+            AggPhaseStrategy::TwoPhase => true,
+        }
+    }
+}
+
+/// Splits a window aggregation, unless `strategy` says not to, it keeps session windows or it has an
+/// aggregate without a partial form.
+pub fn split_window(w: &WindowAggPlan, strategy: AggPhaseStrategy) -> Option<(LocalAggPlan, WindowAggPlan)> {
+    if !strategy.splits(w.n_keys, w.carried_keys)
+        || w.spec.is_session()
+        || !w.aggs.iter().all(has_partial)
+        || w.aggs.iter().any(|a| a.partial)
+    {
         return None;
     }
     let (output, aggs) = partial_layout(&w.input, w.n_keys, true, &w.aggs);
@@ -54,14 +89,24 @@ pub fn split_window(w: &WindowAggPlan) -> Option<(LocalAggPlan, WindowAggPlan)> 
     Some((local, global))
 }
 
-/// Splits an unbounded aggregation of an append-only input whose aggregates all have a partial form.
-pub fn split_group(g: &GroupAggPlan) -> Option<(LocalAggPlan, GroupAggPlan)> {
-    if g.retracting || !g.aggs.iter().all(has_partial) || g.aggs.iter().any(|a| a.partial) {
+/// Splits an unbounded aggregation of an append-only input whose aggregates all have a partial form, unless
+/// `strategy` says not to.
+pub fn split_group(g: &GroupAggPlan, strategy: AggPhaseStrategy) -> Option<(LocalAggPlan, GroupAggPlan)> {
+    if !strategy.splits(g.n_keys, 0)
+        || g.retracting
+        || !g.aggs.iter().all(has_partial)
+        || g.aggs.iter().any(|a| a.partial)
+    {
         return None;
     }
     let (output, aggs) = partial_layout(&g.input, g.n_keys, false, &g.aggs);
-    let local =
-        LocalAggPlan { input: g.input.clone(), n_keys: g.n_keys, window: None, aggs: g.aggs.clone(), output: output.clone() };
+    let local = LocalAggPlan {
+        input: g.input.clone(),
+        n_keys: g.n_keys,
+        window: None,
+        aggs: g.aggs.clone(),
+        output: output.clone(),
+    };
     let global = GroupAggPlan { input: output, aggs, ..g.clone() };
     Some((local, global))
 }
