@@ -170,11 +170,15 @@ impl RegularJoin {
                 emit(out, sides, None, Some(&row), kind);
             }
         }
-        // Keep (or take back) the row; a row with a NULL key is kept too, for the outer join's sake.
+        // Keep (or take back) the row; a row with a NULL key is kept too, for the outer join's sake. An
+        // append-only side is never asked to take a row back, so equal rows are kept apart rather than
+        // searched for (a hot key's arrivals stay O(1)).
+        let retracting = if side == LEFT { self.plan.left_retracting } else { self.plan.right_retracting };
         let mine = &mut self.sides[side];
         if accumulate {
             let rows = mine.get_or_insert_with(hash, &key, self.now_ms, SideRows::default);
-            match rows.0.iter_mut().find(|(r, _, _)| same_row(r, &row)) {
+            let equal = if retracting { rows.0.iter_mut().find(|(r, _, _)| same_row(r, &row)) } else { None };
+            match equal {
                 Some((_, count, _)) => *count += 1,
                 None => rows.0.push((row, 1, matched)),
             }
