@@ -1459,7 +1459,7 @@ mod tests {
         assert_eq!(
             shape(&q5),
             "scan calc window-agg(HOP(slide 2 s, size 10 s)) calc window-agg(HOP(slide 2 s, size 10 s)) calc local-agg \
-             window-agg(TUMBLE(size 2 s)) window-join(HOP(slide 2 s, size 10 s)) calc sink"
+             window-agg(TUMBLE(size 2 s)) calc window-join(HOP(slide 2 s, size 10 s)) calc sink"
         );
         // Grouping by the start alone is not a window: an unbounded, updating aggregation.
         assert_eq!(
@@ -1476,7 +1476,8 @@ mod tests {
                 "INSERT INTO out SELECT a.auction, b.price FROM bid a JOIN bid b ON a.auction = b.auction \
                  AND a.dateTime BETWEEN b.dateTime - INTERVAL '1' SECOND AND b.dateTime + INTERVAL '2' SECOND"
             ),
-            "scan interval-join[-1000, 2000] calc sink"
+            // Each side narrowed to what the query reads (auction, price and the times).
+            "scan calc calc interval-join[-1000, 2000] calc sink"
         );
         // A window end is a plain timestamp (window_time is the event time): Nexmark q7 is a regular join.
         assert_eq!(
@@ -1486,7 +1487,28 @@ mod tests {
                  GROUP BY window_start, window_end) B1 ON B.price = B1.maxprice \
                  WHERE B.dateTime BETWEEN B1.dateTime - INTERVAL '10' SECOND AND B1.dateTime"
             ),
-            "scan calc local-agg window-agg(TUMBLE(size 10 s)) join(INNER) calc sink"
+            "scan calc calc local-agg window-agg(TUMBLE(size 10 s)) join(INNER) calc sink"
         );
+    }
+
+    #[test]
+    fn join_inputs_keep_only_the_columns_read_above_and_by_the_join() {
+        let plan = plan_job(
+            "INSERT INTO out SELECT a.bidder, b.url FROM bid a JOIN bid b ON a.auction = b.auction \
+             WHERE a.price > b.price",
+            &tables(),
+            &["out".to_string()],
+        )
+        .unwrap();
+        let join = plan.nodes.iter().find_map(|n| match &n.op {
+            NodeOp::Join(j) => Some(j),
+            _ => None,
+        });
+        let names = |s: &Schema| s.fields.iter().map(|f| f.name.clone()).collect::<Vec<_>>().join(",");
+        let j = join.expect("a regular join");
+        assert_eq!(names(&j.sides.left), "auction,bidder,price");
+        assert_eq!(names(&j.sides.right), "auction,price,url");
+        assert_eq!((j.sides.left_keys.as_slice(), j.sides.right_keys.as_slice()), (&[0][..], &[0][..]));
+        assert_eq!(j.sides.residual.as_ref().map(|r| r.columns()), Some(vec![2, 4]));
     }
 }

@@ -74,6 +74,7 @@ impl LNode {
 
 /// Lowers the tree rooted at `root` into a physical plan writing to `sink`.
 pub fn lower(root: LNode, sink: String, agg_phases: two_phase::AggPhaseStrategy) -> JobPlan {
+    let root = super::prune::prune_joins(root);
     let mut b = Lowering { nodes: Vec::new(), scans: Vec::new(), agg_phases };
     let out_schema = root.schema.clone();
     let updating = root.updating.clone();

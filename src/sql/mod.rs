@@ -8,6 +8,7 @@ pub mod logical;
 pub mod ops;
 pub mod physical;
 pub mod plan;
+pub mod prune;
 pub mod two_phase;
 
 use std::fmt;
