@@ -850,3 +850,73 @@ fn a_position_the_stream_no_longer_holds_stops_the_job_and_is_reported() {
     assert!(text.contains("shardId-000000000000: 0 records read, 0 ms behind latest, position past retention"));
     assert_eq!(read_output_rows(&out).len(), 100, "nothing was read past the lost position");
 }
+
+/// An updating result (an unbounded GROUP BY) into Kinesis: as a debezium-json changelog, which applied in
+/// each stream shard's order ends at the computed table; and as upserts keyed by the primary key, whose last
+/// record per key is that key's final row.
+#[test]
+fn an_updating_result_goes_to_kinesis_as_a_changelog_and_as_upserts() {
+    let rt = runtime();
+    let c = client(&rt);
+    let changes = create_stream(&rt, &c, "changes", 2);
+    let upserts = create_stream(&rt, &c, "upserts", 2);
+    let dir = TempDir::new("kinesis-changelog");
+    let rows: Vec<Value> = (0..600).map(|i| serde_json::json!({"k": format!("k{}", i % 13), "v": i % 97})).collect();
+    let text: String = rows.iter().map(|r| r.to_string() + "\n").collect();
+    write_file(&dir.join("in.jsonl"), text.as_bytes());
+    let sql = "SELECT k, COUNT(*) AS n, SUM(v) AS s FROM ev GROUP BY k";
+    let toml = format!(
+        r#"[runtime]
+cores = 2
+
+[sources.ev]
+connector = "file"
+path = "in.jsonl"
+schema = "k VARCHAR, v BIGINT"
+
+[sinks.changes]
+connector = "kinesis"
+stream = "{changes}"
+partition_key = "k"
+format = "debezium-json"
+
+[sinks.upserts]
+connector = "kinesis"
+stream = "{upserts}"
+partition_key = "k"
+primary_key = "k"
+
+[[jobs]]
+name = "changes"
+sql = "INSERT INTO changes {sql}"
+
+[[jobs]]
+name = "upserts"
+sql = "INSERT INTO upserts {sql}"
+"#
+    );
+    let cfg = dir.join("job.toml");
+    write_file(&cfg, toml.as_bytes());
+    common::shardflow_run(&cfg).assert_code(0, &dir);
+    let mut want: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for r in &rows {
+        let e = want.entry(r["k"].as_str().unwrap().to_string()).or_default();
+        e.0 += 1;
+        e.1 += r["v"].as_i64().unwrap();
+    }
+    let want_rows: BTreeMap<String, i64> = want
+        .iter()
+        .map(|(k, (n, s))| (canonical_json(&serde_json::json!({"k": k, "n": n, "s": s})), 1))
+        .collect();
+    let log = read_all(&rt, &c, &changes);
+    assert!(log.iter().any(|r| r["op"] == "u"), "the changelog holds no update");
+    let table = common::apply_changelog(&log).unwrap_or_else(|e| panic!("the Kinesis changelog: {e}"));
+    assert_eq!(table, want_rows);
+    let mut latest: BTreeMap<String, Value> = BTreeMap::new();
+    for (key, row) in read_all_keyed(&rt, &c, &upserts) {
+        assert_eq!(key, row["k"].as_str().unwrap(), "partition key of {row}");
+        latest.insert(key, row);
+    }
+    let latest: BTreeMap<String, i64> = latest.values().map(|r| (canonical_json(r), 1)).collect();
+    assert_eq!(latest, want_rows);
+}

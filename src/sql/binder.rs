@@ -1510,5 +1510,24 @@ mod tests {
         assert_eq!(names(&j.sides.right), "auction,price,url");
         assert_eq!((j.sides.left_keys.as_slice(), j.sides.right_keys.as_slice()), (&[0][..], &[0][..]));
         assert_eq!(j.sides.residual.as_ref().map(|r| r.columns()), Some(vec![2, 4]));
+        // Below a ranking too: its partition and order columns are kept beside what is read above it.
+        let plan = plan_job(
+            "INSERT INTO out SELECT bidder, rn FROM (SELECT a.bidder, b.url, ROW_NUMBER() OVER (PARTITION BY \
+             a.auction ORDER BY b.price DESC) AS rn FROM bid a JOIN bid b ON a.auction = b.auction) WHERE rn <= 2",
+            &tables(),
+            &["out".to_string()],
+        )
+        .unwrap();
+        let (join, rank) = plan.nodes.iter().fold((None, None), |acc, n| match &n.op {
+            NodeOp::Join(j) => (Some(j), acc.1),
+            NodeOp::Rank(r) => (acc.0, Some(r)),
+            _ => acc,
+        });
+        let (j, r) = (join.expect("a regular join"), rank.expect("a ranking"));
+        assert_eq!(names(&j.sides.left), "auction,bidder");
+        // (url is read by the inner SELECT list, the calc right above the ranking.)
+        assert_eq!(names(&j.sides.right), "auction,price,url");
+        assert_eq!((r.partition.as_slice(), r.order.as_slice()), (&[0][..], &[(3, false)][..]));
+        assert_eq!(plan.out_schema.fields.len(), 2);
     }
 }
