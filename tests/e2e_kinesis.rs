@@ -861,7 +861,8 @@ fn an_updating_result_goes_to_kinesis_as_a_changelog_and_as_upserts() {
     let changes = create_stream(&rt, &c, "changes", 2);
     let upserts = create_stream(&rt, &c, "upserts", 2);
     let dir = TempDir::new("kinesis-changelog");
-    let rows: Vec<Value> = (0..600).map(|i| serde_json::json!({"k": format!("k{}", i % 13), "v": i % 97})).collect();
+    // More rows than one batch, so that results change from batch to batch.
+    let rows: Vec<Value> = (0..20_000).map(|i| serde_json::json!({"k": format!("k{}", i % 13), "v": i % 97})).collect();
     let text: String = rows.iter().map(|r| r.to_string() + "\n").collect();
     write_file(&dir.join("in.jsonl"), text.as_bytes());
     let sql = "SELECT k, COUNT(*) AS n, SUM(v) AS s FROM ev GROUP BY k";
@@ -904,10 +905,8 @@ sql = "INSERT INTO upserts {sql}"
         e.0 += 1;
         e.1 += r["v"].as_i64().unwrap();
     }
-    let want_rows: BTreeMap<String, i64> = want
-        .iter()
-        .map(|(k, (n, s))| (canonical_json(&serde_json::json!({"k": k, "n": n, "s": s})), 1))
-        .collect();
+    let want_rows: BTreeMap<String, i64> =
+        want.iter().map(|(k, (n, s))| (canonical_json(&serde_json::json!({"k": k, "n": n, "s": s})), 1)).collect();
     let log = read_all(&rt, &c, &changes);
     assert!(log.iter().any(|r| r["op"] == "u"), "the changelog holds no update");
     let table = common::apply_changelog(&log).unwrap_or_else(|e| panic!("the Kinesis changelog: {e}"));
