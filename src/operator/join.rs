@@ -454,7 +454,7 @@ impl Operator for IntervalJoin {
     }
 
     fn finish_restore(&mut self, floors: &[i64], owned: &[u16]) {
-        self.watermark = owned.iter().filter_map(|kg| floors.get(*kg as usize)).copied().min().unwrap_or(i64::MIN);
+        self.watermark = super::restored_watermark(floors, owned);
     }
 
     fn checkpoint_watermark(&self) -> i64 {
@@ -594,7 +594,7 @@ impl Operator for WindowJoin {
     }
 
     fn finish_restore(&mut self, floors: &[i64], owned: &[u16]) {
-        self.watermark = owned.iter().filter_map(|kg| floors.get(*kg as usize)).copied().min().unwrap_or(i64::MIN);
+        self.watermark = super::restored_watermark(floors, owned);
     }
 
     fn checkpoint_watermark(&self) -> i64 {

@@ -73,6 +73,13 @@ impl Output {
     }
 }
 
+/// The watermark an operator resumes at after a restore: the least its key groups had reached (`floors`, per
+/// key group; `owned`, this shard's key groups). Windows fired above it on another layout are gone from the
+/// state, so nothing fires twice.
+pub fn restored_watermark(floors: &[i64], owned: &[u16]) -> i64 {
+    owned.iter().filter_map(|kg| floors.get(*kg as usize)).copied().min().unwrap_or(i64::MIN)
+}
+
 /// Writes one operator's state into a checkpoint: the entries go to state table `table` of this operator.
 pub struct StateWriter<'e> {
     pub enc: &'e mut BlobEncoder,

@@ -271,7 +271,7 @@ impl Operator for Ranker {
     }
 
     fn finish_restore(&mut self, floors: &[i64], owned: &[u16]) {
-        self.watermark = owned.iter().filter_map(|kg| floors.get(*kg as usize)).copied().min().unwrap_or(i64::MIN);
+        self.watermark = super::restored_watermark(floors, owned);
     }
 
     fn on_processing_time(&mut self, now_ms: i64, _out: &mut Output) {
@@ -416,7 +416,7 @@ impl Operator for WindowRanker {
     fn finish_restore(&mut self, floors: &[i64], owned: &[u16]) {
         // Windows fire from the least watermark any of this shard's key groups had reached; a window already
         // fired on another layout (above its key group's floor) is not in the state any more.
-        self.watermark = owned.iter().filter_map(|kg| floors.get(*kg as usize)).copied().min().unwrap_or(i64::MIN);
+        self.watermark = super::restored_watermark(floors, owned);
     }
 
     fn checkpoint_watermark(&self) -> i64 {

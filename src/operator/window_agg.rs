@@ -254,7 +254,7 @@ impl WindowAggregator {
     /// Ends a restore: the operator resumes at the watermark its key groups had reached. `floors` holds, per
     /// key group, the watermark of the shard that owned it; `owned` are the key groups this shard owns now.
     pub fn end_restore(&mut self, floors: &[i64], owned: &[u16]) {
-        let wm = owned.iter().filter_map(|kg| floors.get(*kg as usize)).copied().min().unwrap_or(i64::MIN);
+        let wm = super::restored_watermark(floors, owned);
         self.watermark = wm;
         if owned.iter().any(|kg| floors.get(*kg as usize).is_some_and(|f| *f > wm)) {
             self.floors = Some(floors.to_vec());

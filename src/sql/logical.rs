@@ -6,7 +6,7 @@
 //! Invariant: pure; lowering never changes what a query computes.
 
 use super::expr::Expr;
-use super::ops::{GroupAggPlan, IntervalJoinPlan, JoinPlan, RankPlan, WindowJoinPlan, WindowRankPlan};
+use super::ops::{GroupAggPlan, IntervalJoinPlan, JoinPlan, LocalAggPlan, RankPlan, WindowJoinPlan, WindowRankPlan};
 use super::physical::{Distribution, Input, JobPlan, Node, NodeOp};
 use super::plan::{Calc, WindowAggPlan};
 use super::two_phase;
@@ -141,22 +141,14 @@ impl Lowering {
             LOp::WindowAgg(w) => {
                 let keys: Vec<usize> = (0..w.n_keys).collect();
                 match two_phase::split_window(&w, self.agg_phases) {
-                    Some((local, global)) => {
-                        let out = local.output.clone();
-                        let l = self.push(NodeOp::LocalAgg(local), vec![forward(ins[0])], out);
-                        self.push(NodeOp::WindowAgg(global), vec![hash(l, keys)], schema)
-                    }
+                    Some((local, global)) => self.two_phase(ins[0], local, NodeOp::WindowAgg(global), keys, schema),
                     None => self.push(NodeOp::WindowAgg(w), vec![hash(ins[0], keys)], schema),
                 }
             }
             LOp::GroupAgg(g) => {
                 let keys: Vec<usize> = (0..g.n_keys).collect();
                 match two_phase::split_group(&g, self.agg_phases) {
-                    Some((local, global)) => {
-                        let out = local.output.clone();
-                        let l = self.push(NodeOp::LocalAgg(local), vec![forward(ins[0])], out);
-                        self.push(NodeOp::GroupAgg(global), vec![hash(l, keys)], schema)
-                    }
+                    Some((local, global)) => self.two_phase(ins[0], local, NodeOp::GroupAgg(global), keys, schema),
                     None => self.push(NodeOp::GroupAgg(g), vec![hash(ins[0], keys)], schema),
                 }
             }
@@ -182,6 +174,20 @@ impl Lowering {
             }
             LOp::Union => self.push(NodeOp::Union, ins.into_iter().map(forward).collect(), schema),
         }
+    }
+
+    /// A two-phase aggregation: `local` on `input`'s shard, then `global` behind the exchange by `keys`.
+    fn two_phase(
+        &mut self,
+        input: usize,
+        local: LocalAggPlan,
+        global: NodeOp,
+        keys: Vec<usize>,
+        schema: Schema,
+    ) -> usize {
+        let out = local.output.clone();
+        let l = self.push(NodeOp::LocalAgg(local), vec![Input { node: input, dist: Distribution::Forward }], out);
+        self.push(global, vec![Input { node: l, dist: Distribution::Hash(keys) }], schema)
     }
 
     fn consumers_of(&self, i: usize) -> usize {
